@@ -1,0 +1,208 @@
+"""The user-facing configuration: YAML maps 1:1 onto these pydantic models.
+
+Every field is documented once, here (the README's key reference is generated from these
+docstrings by `rft config-reference`). Unknown keys are errors; every error names the key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and what is allowed."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = Field("embedded", description="'embedded' (the bundled tiny Countdown model), a hub name such as "
+                      "'Qwen/Qwen2.5-0.5B-Instruct' (must already be in the local HF cache: nothing is downloaded "
+                      "unless allow_download is true), or a local directory with config.json and a tokenizer.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype of the base model.")
+    allow_download: bool = Field(False, description="Let transformers fetch the model from the hub if it is not cached.")
+    chat_template: bool = Field(True, description="Render prompts through the tokenizer's chat template "
+                                "(false: the raw prompt text is the model input).")
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (scale = lora_alpha / r).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input. Keep 0 for RL: dropout "
+                                "makes the sampling-time log-probs disagree with the training forward.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer but the LM head.")
+
+
+class DataConfig(Section):
+    source: str = Field("countdown", description="A built-in task generator ('countdown'), a JSONL file path, "
+                        "or 'hf:NAME' for a Hugging Face dataset.")
+    val_source: str | None = Field(None, description="Held-out data from a separate JSONL/'hf:' source; when unset "
+                                   "the validation set is split off `source` deterministically.")
+    hf_split: str = Field("train", description="Split to read for 'hf:' sources.")
+    train_size: int | None = Field(None, ge=1, description="Training prompts to use (generators: how many to make; "
+                                   "files: keep the first N after the split). null = all.")
+    val_size: int = Field(500, ge=1, description="Held-out prompts for validation (never trained on).")
+    seed: int = Field(1234, description="Seed for the generator and for the train/validation split.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Task-generator options "
+                                    "(countdown: min_numbers, max_numbers, max_number, max_target).")
+    system_prompt: str | None = Field(None, description="A system turn prepended to every prompt (null: the "
+                                      "task's own, if any).")
+
+
+class GraderSpec(BaseModel):
+    """One named grader: `type` picks the implementation; its parameters sit beside these keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="Name used in metrics (`reward/<name>`) and in formulas.")
+    type: str = Field(description="Grader type; see the README's grader reference.")
+    weight: float = Field(1.0, ge=0, description="Weight of this grader in the reward (weighted mean).")
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class GrpoConfig(Section):
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt (the group size G).")
+    beta: float = Field(0.0, ge=0, description="Weight of the k3 KL penalty to the reference (adapter disabled). "
+                        "0 skips the reference forward entirely.")
+    epsilon: float = Field(0.2, gt=0, description="Clip range of the policy ratio: [1 - epsilon, 1 + epsilon].")
+    epsilon_high: float | None = Field(None, gt=0, description="Upper clip bound if different from epsilon "
+                                       "(DAPO's clip-higher).")
+    scale_rewards: bool = Field(True, description="Divide group-centred rewards by the group's std (GRPO); "
+                                "false keeps only the centring (Dr. GRPO).")
+    num_iterations: int = Field(1, ge=1, description="Optimisation passes over each sampled batch (GRPO's mu).")
+    loss_aggregation: Literal["sequence", "token"] = Field(
+        "sequence", description="'sequence': mean over each completion's tokens then over completions (GRPO); "
+        "'token': mean over all tokens of the batch (DAPO).")
+
+
+class TrainConfig(Section):
+    steps: int = Field(900, ge=1, description="Optimizer steps (one sampled batch each, times num_iterations).")
+    batch_size: int = Field(8, ge=1, description="Prompts per step; each gets num_generations completions.")
+    micro_batch_size: int = Field(64, ge=1, description="Completions per forward/backward in the update.")
+    learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate for the LoRA parameters.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up steps.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping (global L2 norm).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for rollouts.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling for rollouts (1 = off).")
+    max_completion_length: int = Field(32, ge=1, description="Maximum new tokens per completion.")
+    seed: int = Field(0, description="Seed for torch, python and numpy RNGs (sampling, LoRA init, data order).")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (null: one per physical core).")
+
+
+class EvalConfig(Section):
+    eval_every: int = Field(100, ge=1, description="Validate every N steps (and always at the start and the end).")
+    batch_size: int = Field(250, ge=1, description="Held-out prompts per generation batch.")
+    temperature: float = Field(1.0, gt=0, description="Temperature of the sampled-accuracy pass (the greedy pass "
+                               "is always argmax).")
+    max_completion_length: int | None = Field(None, ge=1, description="null: same as train.max_completion_length.")
+    overfit_patience: int = Field(3, ge=2, description="Warn when validation accuracy fell this many evaluations in "
+                                  "a row while the training reward rose.")
+
+
+class RFTConfig(Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    graders: list[GraderSpec] = Field(description="The reward: a list of named graders with weights.")
+    accuracy_grader: str | None = Field(None, description="Grader whose score decides 'accurate' (score >= "
+                                        "accuracy_threshold); null: the combined reward decides.")
+    accuracy_threshold: float = Field(1.0, ge=0, le=1, description="Score counted as a correct answer.")
+    algorithm: Literal["grpo"] = Field("grpo", description="Policy-optimisation algorithm.")
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    save_every: int = Field(100, ge=1, description="Write checkpoints/step-N every N steps (and at the end).")
+    samples_per_step: int = Field(4, ge=0, description="Completions per step written to samples.jsonl.")
+    output_dir: str = Field("runs/countdown", description="Run directory (config, metrics, samples, checkpoints).")
+
+    @model_validator(mode="after")
+    def _check_graders(self) -> "RFTConfig":
+        from rftkit.graders import validate_grader_specs  # the registry lives with the graders
+
+        if not self.graders:
+            raise ValueError("graders: give at least one grader")
+        validate_grader_specs(self.graders)
+        names = [g.name for g in self.graders]
+        if self.accuracy_grader is not None and self.accuracy_grader not in names:
+            raise ValueError(f"accuracy_grader: {self.accuracy_grader!r} is not a grader name; have {names}")
+        if sum(g.weight for g in self.graders) <= 0:
+            raise ValueError("graders: at least one grader needs a positive weight")
+        return self
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key" + _allowed_keys_hint(err["loc"])
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_keys_hint(loc: tuple) -> str:
+    model: type[BaseModel] | None = RFTConfig
+    for part in loc[:-1]:
+        if model is None or isinstance(part, int):
+            continue
+        annotation = model.model_fields.get(str(part))
+        model = getattr(annotation, "annotation", None) if annotation else None
+        model = model if isinstance(model, type) and issubclass(model, BaseModel) else None
+    if model is None:
+        return ""
+    return f"; allowed: {', '.join(sorted(model.model_fields))}"
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `--set a.b.c=value` (value parsed as YAML) to a raw config dict in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.steps=20")
+    key, value_text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(value_text)
+
+
+def parse_config(raw: Any, source: str = "config") -> RFTConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    try:
+        return RFTConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RFTConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    return parse_config(raw, str(path))
+
+
+def dump_config(config: RFTConfig, path: str | Path) -> None:
+    """Write the resolved config (every default filled in) as YAML."""
+    data = json.loads(config.model_dump_json())
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

@@ -1,0 +1,140 @@
+"""Examples and datasets: JSONL files, Hugging Face datasets, deterministic splits.
+
+An `Example` is one prompt plus whatever fields its graders read (a target, test cases,
+a reference answer). Everything downstream (rollout, graders, trainer) sees only `Example`s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+
+class DataError(ValueError):
+    """A dataset row or file is malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One task instance.
+
+    Exactly one of `prompt` (plain text, wrapped as a single user turn) or `messages`
+    (chat turns, `[{"role": ..., "content": ...}]`) is set. `fields` holds every other key
+    of the row; graders read them (for example `fields["target"]`).
+    """
+
+    id: str
+    prompt: str | None = None
+    messages: tuple[dict[str, str], ...] | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def chat(self, system_prompt: str | None = None) -> list[dict[str, str]]:
+        """The conversation to render for the model, with an optional system turn first."""
+        turns = list(self.messages) if self.messages is not None else [{"role": "user", "content": self.prompt or ""}]
+        if system_prompt and not any(t["role"] == "system" for t in turns):
+            turns.insert(0, {"role": "system", "content": system_prompt})
+        return turns
+
+    def prompt_text(self) -> str:
+        """A plain-text view of the prompt (for logs and graders that template it)."""
+        if self.prompt is not None:
+            return self.prompt
+        return "\n".join(f"{t['role']}: {t['content']}" for t in self.messages or ())
+
+    def to_row(self) -> dict[str, Any]:
+        """The example as a JSON-serialisable row (the inverse of `example_from_row`)."""
+        row: dict[str, Any] = {"id": self.id}
+        if self.prompt is not None:
+            row["prompt"] = self.prompt
+        if self.messages is not None:
+            row["messages"] = [dict(t) for t in self.messages]
+        row.update(self.fields)
+        return row
+
+
+def _stable_id(row: dict[str, Any]) -> str:
+    payload = json.dumps(row, sort_keys=True, default=str).encode()
+    return hashlib.sha1(payload).hexdigest()[:12]
+
+
+def example_from_row(row: Any, where: str) -> Example:
+    """Validate one dataset row. `where` ("data.jsonl:12") goes into every error message."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    has_prompt, has_messages = "prompt" in row, "messages" in row
+    if has_prompt == has_messages:
+        raise DataError(f"{where}: a row needs exactly one of 'prompt' (string) or 'messages' (list of turns); "
+                        f"found keys {sorted(row)}")
+    fields = {k: v for k, v in row.items() if k not in ("prompt", "messages", "id")}
+    example_id = str(row["id"]) if "id" in row else _stable_id(row)
+    if has_prompt:
+        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+            raise DataError(f"{where}: 'prompt' must be a non-empty string")
+        return Example(id=example_id, prompt=row["prompt"], fields=fields)
+    turns = row["messages"]
+    if not isinstance(turns, list) or not turns:
+        raise DataError(f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} objects")
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or not isinstance(turn.get("role"), str) or not isinstance(turn.get("content"), str):
+            raise DataError(f"{where}: messages[{i}] must be an object with string 'role' and 'content'")
+        if turn["role"] not in ("system", "user", "assistant"):
+            raise DataError(f"{where}: messages[{i}].role is {turn['role']!r}; allowed: system, user, assistant")
+    return Example(id=example_id, messages=tuple({"role": t["role"], "content": t["content"]} for t in turns),
+                   fields=fields)
+
+
+def load_jsonl(path: str | Path) -> list[Example]:
+    """Read a JSONL dataset; a malformed line raises `DataError` naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: dataset file not found")
+    examples: list[Example] = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            examples.append(example_from_row(row, where))
+    if not examples:
+        raise DataError(f"{path}: dataset is empty")
+    return examples
+
+
+def load_hf_dataset(name: str, split: str, subset: str | None = None) -> list[Example]:
+    """Load a Hugging Face dataset (local path or cached hub name) into examples."""
+    try:
+        import datasets  # optional: `pip install rftkit[datasets]`
+    except ImportError as exc:
+        raise DataError("loading 'hf:' datasets needs the 'datasets' package: pip install 'rftkit[datasets]'") from exc
+    try:
+        dataset = datasets.load_dataset(name, subset, split=split)
+    except Exception as exc:  # the library raises many types; the user needs the name and the cause
+        raise DataError(f"hf:{name} (split {split!r}): could not load: {exc}") from exc
+    return [example_from_row(dict(row), f"hf:{name}[{split}] row {i}") for i, row in enumerate(dataset)]
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+
+def split_train_val(examples: Sequence[Example], val_size: int, seed: int) -> tuple[list[Example], list[Example]]:
+    """Deterministic shuffle then split; the same seed always yields the same held-out set."""
+    if val_size < 0 or val_size >= len(examples):
+        raise DataError(f"validation size {val_size} must be in [0, {len(examples) - 1}] for {len(examples)} examples")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    val = [examples[i] for i in order[:val_size]]
+    train = [examples[i] for i in order[val_size:]]
+    return train, val
