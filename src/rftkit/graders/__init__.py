@@ -17,6 +17,16 @@ if TYPE_CHECKING:
 # inside the graders that need them, so this list stays cheap to import.
 _BUILTIN_MODULES = (
     "rftkit.tasks.countdown",
+    "rftkit.graders.match",
+    "rftkit.graders.similarity",
+    "rftkit.graders.rules",
+    "rftkit.graders.instructions",
+    "rftkit.graders.checklist",
+    "rftkit.graders.rank",
+    "rftkit.graders.judge",
+    "rftkit.graders.multi",
+    "rftkit.graders.functions",
+    "rftkit.graders.openai_compat",
 )
 _OPTIONAL_MODULES: tuple[str, ...] = ()
 

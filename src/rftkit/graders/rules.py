@@ -49,7 +49,7 @@ class RegexParams(GraderParams):
                 regex.compile(pattern)
             except regex.error as exc:
                 raise ValueError(f"[{i}] invalid regex {pattern!r}: {exc}") from None
-        if info.field_name == "must_not_match" and not patterns and not info.data.get("must_match"):
+        if info.field_name == "must_not_match" and not patterns and info.data.get("must_match") == []:
             raise ValueError("give at least one pattern in must_match or must_not_match")
         return patterns
 
@@ -131,7 +131,9 @@ class JsonSchemaParams(GraderParams):
     @field_validator("credit")
     @classmethod
     def _credit_needs(cls, value: str, info) -> str:
-        schema = info.data.get("schema_")
+        if "schema_" not in info.data:  # the schema itself was invalid; that error says enough
+            return value
+        schema = info.data["schema_"]
         if value in ("all", "required_fields") and schema is None:
             raise ValueError(f"credit: {value} needs a 'schema'")
         if value == "required_fields" and not schema.get("required"):
