@@ -293,7 +293,7 @@ def _math_parse(text: str, timeout: int | None) -> list:
 
     wrapped = text if ("$" in text or "\\(" in text or "\\[" in text) else f"${text}$"
     return parse(wrapped, extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
-                 parsing_timeout=timeout)
+                 fallback_mode="no_fallback", parsing_timeout=timeout)
 
 
 def math_equal(answer: str, reference: str, timeout_s: int = 5) -> tuple[bool, str]:
