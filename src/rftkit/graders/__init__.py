@@ -27,6 +27,8 @@ _BUILTIN_MODULES = (
     "rftkit.graders.multi",
     "rftkit.graders.functions",
     "rftkit.graders.openai_compat",
+    "rftkit.graders.code",
+    "rftkit.graders.python_grader",
 )
 _OPTIONAL_MODULES: tuple[str, ...] = ()
 
