@@ -194,6 +194,8 @@ class TransformersBackend:
 
     def _load(self) -> Any:
         if self._loaded is None:
+            if self.model.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(self.model)):
+                raise JudgeRequestError(f"cannot load local judge {self.model!r}: no such directory")
             try:
                 from transformers import AutoModelForCausalLM, AutoTokenizer
                 tokenizer = AutoTokenizer.from_pretrained(self.model, local_files_only=True)

@@ -3,7 +3,7 @@
 - `calculate_output`: an arithmetic formula over sub-grader names, e.g. `0.2 * format + 0.8 * correct`.
   It is parsed with `ast` and evaluated by walking a whitelist of nodes (numbers, names,
   + - * / ** ^, unary minus, and min/max/abs/floor/ceil/exp/sqrt/log); nothing is ever `eval`ed.
-  `^` means power, as in OpenAI's formulas.
+  `^` means power (with `**`'s precedence), as in OpenAI's formulas.
 - `weights`: without a formula, the weighted mean sum_i w_i s_i / sum_i w_i (default: equal weights).
 - `gate`: the score is 0 unless the named sub-grader scores at least `gate_threshold`
   (e.g. no credit for style when the answer is wrong).
@@ -27,7 +27,7 @@ from rftkit.graders.base import GRADER_TYPES, BatchGrader, Grade, Grader, Grader
 
 _BINARY: dict[type, Callable[[float, float], float]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.Pow: operator.pow, ast.BitXor: operator.pow}
+    ast.Pow: operator.pow}
 _FUNCTIONS: dict[str, Callable[..., float]] = {
     "min": min, "max": max, "abs": abs, "floor": math.floor, "ceil": math.ceil, "exp": math.exp,
     "sqrt": math.sqrt, "log": math.log}
@@ -39,7 +39,9 @@ def check_formula(formula: str, names: set[str]) -> ast.Expression:
     if len(formula) > MAX_FORMULA_CHARS:
         raise ValueError(f"formula longer than {MAX_FORMULA_CHARS} characters")
     try:
-        tree = ast.parse(formula.strip(), mode="eval")
+        # `^` is power in OpenAI's formulas; as Python's xor it would bind looser than `-`
+        # (a ^ 2 - 1 == a ^ 1), so it is rewritten to `**` before parsing, not mapped after.
+        tree = ast.parse(formula.strip().replace("^", "**"), mode="eval")
     except SyntaxError as exc:
         raise ValueError(f"formula {formula!r} does not parse: {exc.msg}") from None
     for node in ast.walk(tree):
@@ -78,7 +80,7 @@ def evaluate_formula(node: ast.AST, scores: dict[str, float]) -> float:
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.BinOp):
         left, right = evaluate_formula(node.left, scores), evaluate_formula(node.right, scores)
-        if isinstance(node.op, (ast.Pow, ast.BitXor)) and abs(right) > 64:
+        if isinstance(node.op, ast.Pow) and abs(right) > 64:
             raise ValueError("exponent larger than 64 in formula")  # 10 ** 10 ** 10 would hang the step
         return float(_BINARY[type(node.op)](left, right))
     assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
@@ -100,7 +102,7 @@ def validate_sub_spec(name: str, spec: Any) -> dict[str, Any]:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        raise ValueError(f"graders.{name}.{key}: {err['msg']}") from None
+        raise ValueError(f"graders.{name}.{key}: {err['msg'].removeprefix('Value error, ')}") from None
     return spec
 
 

@@ -80,7 +80,7 @@ def _validate_native(spec: dict[str, Any], where: str) -> None:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        raise ValueError(f"{where}.{key}: {err['msg']}") from None
+        raise ValueError(f"{where}.{key}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 def _check_translation(grader: Any, judge: dict[str, Any], where: str) -> None:
