@@ -42,3 +42,8 @@ def test_malformed_templates_fail_at_compile_time(source, message):
 
 def test_literal_text_without_variables():
     assert compile_template("plain").render(ex(), "whatever") == "plain"
+
+
+def test_latex_braces_around_a_variable():
+    t = compile_template(r"\frac{{{item.a}}}{2}")
+    assert t.render(ex(a=3), "") == r"\frac{3}{2}"

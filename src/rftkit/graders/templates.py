@@ -25,7 +25,9 @@ from typing import Any, Callable
 from rftkit.data import Example
 from rftkit.graders.base import Grade
 
-_VAR_RE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+# No braces inside a variable, so LaTeX around one works: "\\frac{{{item.a}}}{2}" -> \frac{3}{2}.
+_VAR_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_BROKEN_VAR_RE = re.compile(r"\{\{\s*(?:item|sample)\b|\b(?:item|sample)\.[\w.]*\s*\}\}")
 _PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_\-]+)*$")
 SAMPLE_VARS = ("output_text", "output_json")
 OUTPUT_TEXT = "{{sample.output_text}}"
@@ -149,8 +151,8 @@ def compile_template(source: str) -> Template:
         pos = match.end()
     if pos < len(source):
         parts.append(source[pos:])
-    literal_text = "".join(p for p in parts if isinstance(p, str))
-    if "{{" in literal_text or "}}" in literal_text:
+    # A literal "{{item..." is a variable with a typo; other doubled braces may be LaTeX ("{{a}}").
+    if any(isinstance(p, str) and _BROKEN_VAR_RE.search(p) for p in parts):
         raise ValueError(f"template {source!r} has unbalanced '{{{{' or '}}}}'")
     return Template(source, tuple(parts))
 
