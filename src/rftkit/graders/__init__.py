@@ -29,6 +29,7 @@ _BUILTIN_MODULES = (
     "rftkit.graders.openai_compat",
     "rftkit.graders.code",
     "rftkit.graders.python_grader",
+    "rftkit.tasks.triton",
 )
 _OPTIONAL_MODULES: tuple[str, ...] = ()
 

@@ -358,15 +358,15 @@ def main() -> None:
     os.dup2(2, 1)  # a stray print in a preloaded module must not corrupt the response stream
     init = recv_message(requests)
     state = WorkerState(SandboxConfig(**init["config"]), tuple(init["hide"]))
-    error = probe(state)
-    if error:
-        send_message(responses, {"error": error})
-        return
-    try:
+    try:  # before the worker's view of the host turns read-only (torch wants a writable temp dir)
         for module in ("rftkit.sandbox.harness", *init["preload"]):
             importlib.import_module(module)
     except Exception as exc:  # a missing optional dependency: the pool reports it to the grader
         send_message(responses, {"error": f"could not import {module}: {exc}"})
+        return
+    error = probe(state)
+    if error:
+        send_message(responses, {"error": error})
         return
     _linux.set_undumpable()
     gc.collect()
