@@ -79,11 +79,14 @@ def test_python_grader_maps_or_explains():
     from rftkit.graders import GRADER_TYPES
     from rftkit.graders.openai_compat import _python_type_available
 
+    source = "def grade(sample, item):\n    return float(sample['output_text'] == item['answer'])"
     spec = {"graders": [{"name": "py", "type": "openai",
-                         "grader": {"type": "python", "source": "def grade(sample, item):\n    return 1.0"}}]}
+                         "grader": {"type": "python", "image_tag": "2025-05-08", "source": source}}]}
     if _python_type_available():
         assert "python" in GRADER_TYPES
-        parse_config(spec)
+        (weighted,) = build_graders(parse_config(spec).graders)
+        assert weighted.grader.grade(ex(answer="4"), "4").score == 1.0
+        assert weighted.grader.grade(ex(answer="4"), "5").score == 0.0
     else:
         with pytest.raises(ConfigError, match="sandboxed 'python' grader"):
             parse_config(spec)
