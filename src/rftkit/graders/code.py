@@ -197,6 +197,8 @@ def judge_run(result, tests: Sequence[TestCase], rel_tol: float) -> RunOutcome:
                 ok = test.has_expected and typed_equal(got, test.expected, rel_tol=rel_tol)
             except (ValueError, TypeError, OverflowError) as exc:
                 error = f"unreadable result: {exc}"
+        elif test.has_expected:  # a bare "passed" for a compared test can only be a forgery
+            error = record.get("error") or "no value reported"
         else:
             ok, error = record.get("passed") is True, record.get("error")
         if record is not None and (record.get("exit") or str(error or "").startswith(_SKIP_ERRORS)):

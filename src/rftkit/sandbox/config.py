@@ -47,7 +47,7 @@ class Isolation:
     network: str  # "netns+seccomp", "netns", "seccomp" or "none"
     pids: str  # "pidns" (killing its init kills every descendant) or "pgroup" (setsid + killpg)
     filesystem: str  # "readonly-root+tmpfs" or "private-tmpdir"
-    user: str  # "uid:<n>" (a per-worker unprivileged uid) or "same-uid"
+    user: str  # "per-worker-uid" (an unprivileged uid of its own per worker) or "same-uid"
 
     def summary(self) -> str:
         return f"network={self.network} pids={self.pids} fs={self.filesystem} user={self.user}"

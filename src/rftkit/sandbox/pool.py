@@ -131,11 +131,20 @@ class SandboxPool:
                 w.close()
             raise
         self.isolation = isolations.pop()
-        log.info("sandbox pool: %d workers, isolation %s", len(workers), self.isolation.summary())
+        weaker = self.isolation.pids != "pidns" or "netns" not in self.isolation.network
+        (log.warning if weaker else log.info)("sandbox pool: %d workers, isolation %s%s", len(workers),
+                                               self.isolation.summary(), " (weaker: see docs/sandbox.md)" if weaker else "")
         for w in workers:
             self._idle.put(w)
         self._all = workers
         self._executor = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="sandbox")
+
+    @property
+    def worker_uids(self) -> list[int]:
+        """The uids executions run as (per-worker uids), to check that none of their processes survive."""
+        from rftkit.sandbox.zygote import UID_BASE
+
+        return [UID_BASE + w.proc.pid for w in self._all] if self.isolation.user == "per-worker-uid" else []
 
     def run(self, job: Job) -> ExecResult:
         nonce = secrets.token_hex(16)

@@ -72,7 +72,7 @@ class WorkerState:
         network = "+".join(n for n, on in (("netns", self.netns), ("seccomp", self.seccomp)) if on) or "none"
         return Isolation(network=network, pids="pidns" if self.pidns else "pgroup",
                          filesystem="readonly-root+tmpfs" if self.mountns else "private-tmpdir",
-                         user=f"uid:{self.uid}" if self.uid is not None else "same-uid")
+                         user="per-worker-uid" if self.uid is not None else "same-uid")
 
 
 def _interpreter_dirs() -> tuple[str, ...]:
@@ -169,8 +169,6 @@ def _hide_paths(state: WorkerState, safe: int) -> None:
     only the interpreter directories beneath them."""
     for hidden in state.hide:
         keep = [(d, os.open(d, os.O_PATH)) for d in state.expose if _under(d, hidden) and d != hidden]
-        if any(_under(hidden, d) for d in state.expose):
-            continue  # the hidden path is inside the interpreter's own tree: hiding it would break Python
         _linux.mount("tmpfs", hidden, "tmpfs", safe, "size=64k,mode=0755")
         for path, fd in keep:
             os.makedirs(path, mode=0o755, exist_ok=True)
@@ -259,12 +257,22 @@ def _fork_child(state: WorkerState, request: dict, fds: tuple[int, int, int], wo
 
 
 def _kill(state: WorkerState, pid: int) -> None:
-    """Killing init of the pid namespace kills every process in it; without one, the process group."""
+    """Killing init of the pid namespace kills every process in it; without one, the process group, and
+    with a per-worker uid every process of that uid (a double-forked daemon may have left the group)."""
     for kill in (os.kill, os.killpg):
         try:
             kill(pid, signal.SIGKILL)
         except OSError:
             pass
+    if not state.pidns and state.uid is not None:
+        helper = os.fork()
+        if helper == 0:  # kill(-1) as that uid reaches exactly its processes, never the caller
+            try:
+                os.setresuid(state.uid, state.uid, state.uid)
+                os.kill(-1, signal.SIGKILL)
+            finally:
+                os._exit(0)
+        os.waitpid(helper, 0)
 
 
 def _collect(state: WorkerState, pid: int, pipes: dict[int, str], deadline: float) -> dict:
