@@ -34,6 +34,23 @@ def tight_pool():
     pool.close()
 
 
+FORK_PROBE = ("import os, time\nn = 0\ntry:\n    for _ in range(50):\n        if os.fork() == 0:\n"
+              "            time.sleep(5)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(n)")
+
+
+def forks_allowed(pool: SandboxPool) -> int:
+    """How many sleeping children a run could fork before RLIMIT_NPROC refused (at most 50)."""
+    from rftkit.sandbox import Job
+
+    result = pool.run(Job("rftkit.sandbox.harness:run_script", {"code": FORK_PROBE}, TIMEOUT_S))
+    return int(result.stdout.split()[-1])
+
+
+@pytest.fixture(scope="session")
+def process_cap_enforced(tight_pool) -> bool:
+    return forks_allowed(tight_pool) < TIGHT.max_processes
+
+
 class Recorder:
     """Grades through the pool while keeping the raw results (stdout, timings) for the assertions."""
 

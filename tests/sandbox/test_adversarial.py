@@ -22,7 +22,7 @@ OUTSIDE = [Path("/tmp") / TOKEN, REPO / TOKEN, SITE / f"{TOKEN}.pth", SITE / "si
 LEAK = "LEAKED:"
 PARENT = os.getpid()
 READ_TARGETS = [__file__, str(REPO / "src/rftkit/tasks/data/code_pack.jsonl"), f"/proc/{PARENT}/environ",
-                f"/proc/{PARENT}/cmdline", "/proc/1/environ", "/etc/shadow", "/root/.bash_history"]
+                f"/proc/{PARENT}/cmdline", "/etc/shadow", "/root/.bash_history"]
 WRONG = "def add(a, b):\n    return -1234567\n"
 
 HOSTILE = {
@@ -116,8 +116,24 @@ def test_corpus_is_large_enough():
     assert len(HOSTILE) >= 30
 
 
+NEEDS_PROCESS_CAP = {"fork_bomb", "thread_bomb"}
+NEEDS_PID_NAMESPACE = {"kill_parent", "kill_everything", "double_fork_daemon"}
+
+
+def _skip_unguaranteed(name: str, pool, process_cap_enforced: bool) -> None:
+    """Only what the reported isolation guarantees is asserted; the rest would harm this machine."""
+    if name in NEEDS_PROCESS_CAP and not process_cap_enforced:
+        pytest.skip(f"the process cap is not enforced with isolation {pool.isolation.summary()}")
+    if name in NEEDS_PID_NAMESPACE and pool.isolation.pids != "pidns" and pool.isolation.user == "same-uid":
+        pytest.skip(f"without a pid namespace or a uid of its own the code can signal this process "
+                    f"({pool.isolation.summary()})")
+    if name in ("write_outside_tmp", "write_sitecustomize_and_pth") and pool.isolation.filesystem != "readonly-root+tmpfs":
+        pytest.skip(f"writes outside the directory are only prevented with a read-only root ({pool.isolation.summary()})")
+
+
 @pytest.mark.parametrize("name", sorted(HOSTILE) + sorted(PARTIAL))
-def test_hostile_program_is_contained(name, recorder: Recorder, tight_pool):
+def test_hostile_program_is_contained(name, recorder: Recorder, tight_pool, process_cap_enforced):
+    _skip_unguaranteed(name, tight_pool, process_cap_enforced)
     code, expected = (HOSTILE[name], 0.0) if name in HOSTILE else PARTIAL[name]
     cwd, env = os.getcwd(), dict(os.environ)
     start = time.monotonic()

@@ -3,11 +3,21 @@
     pool = get_pool(SandboxConfig())
     result = pool.run(Job("rftkit.sandbox.harness:run_tests", payload, timeout_s=5))
 
-See docs/sandbox.md for what is guaranteed and what is not.
+See docs/sandbox.md for what is guaranteed and what is not. Names are imported lazily so that the
+worker processes, which import `rftkit.sandbox.zygote`, do not load pydantic and the pool machinery.
 """
 
-from rftkit.sandbox.config import Isolation, SandboxConfig
-from rftkit.sandbox.pool import ExecResult, Job, SandboxPool, SandboxUnavailable, close_all_pools, get_pool
+from __future__ import annotations
 
-__all__ = ["ExecResult", "Isolation", "Job", "SandboxConfig", "SandboxPool", "SandboxUnavailable",
-           "close_all_pools", "get_pool"]
+import importlib
+from typing import Any
+
+_EXPORTS = {"Isolation": "config", "SandboxConfig": "config", "ExecResult": "pool", "Job": "pool",
+            "SandboxPool": "pool", "SandboxUnavailable": "pool", "close_all_pools": "pool", "get_pool": "pool"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rftkit.sandbox' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"rftkit.sandbox.{_EXPORTS[name]}"), name)

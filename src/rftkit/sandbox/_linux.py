@@ -60,6 +60,28 @@ def set_no_new_privs() -> None:
     _check(_libc.prctl(38, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities() -> None:
+    """Root of a user namespace keeps CAP_SYS_ADMIN over its mounts (it could remount the host read-write):
+    empty the bounding set, so no execve regains anything, then every capability set."""
+    for cap in range(64):
+        if _libc.prctl(24, cap, 0, 0, 0) != 0 and ctypes.get_errno() == 22:  # PR_CAPBSET_DROP; EINVAL: past the last
+            break
+    header, data = _CapHeader(0x20080522, 0), (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def set_parent_death_signal(signum: int) -> None:
+    _check(_libc.prctl(1, signum, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+
+
 def set_undumpable() -> None:
     """Same-uid processes can then neither ptrace us nor read /proc/<pid>/mem."""
     _check(_libc.prctl(4, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")

@@ -24,11 +24,12 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict
+from types import SimpleNamespace
 from typing import Any, BinaryIO
 
 from rftkit.sandbox import _linux
-from rftkit.sandbox.config import Isolation, SandboxConfig
+
+# No pydantic here: the zygote stays small, since every fork copies its page tables.
 
 CHANNEL_FD = 3
 CHANNEL_CAP = 16 << 20
@@ -54,7 +55,7 @@ def recv_message(stream: BinaryIO) -> Any:
 class WorkerState:
     """What this worker could set up; decided once at start by probing, then reported with every result."""
 
-    def __init__(self, config: SandboxConfig, hide: tuple[str, ...]):
+    def __init__(self, config: SimpleNamespace, hide: tuple[str, ...]):
         self.config = config
         self.hide = tuple(os.path.realpath(p) for p in (*ALWAYS_HIDDEN, *hide, *config.hide_paths)
                           if os.path.isdir(p))
@@ -68,11 +69,12 @@ class WorkerState:
             if key in os.environ:
                 self.env[key] = os.environ[key]
 
-    def isolation(self) -> Isolation:
+    def isolation(self) -> dict[str, str]:
+        """The fields of `config.Isolation`."""
         network = "+".join(n for n, on in (("netns", self.netns), ("seccomp", self.seccomp)) if on) or "none"
-        return Isolation(network=network, pids="pidns" if self.pidns else "pgroup",
-                         filesystem="readonly-root+tmpfs" if self.mountns else "private-tmpdir",
-                         user="per-worker-uid" if self.uid is not None else "same-uid")
+        return {"network": network, "pids": "pidns" if self.pidns else "pgroup",
+                "filesystem": "readonly-root+tmpfs" if self.mountns else "private-tmpdir",
+                "user": "per-worker-uid" if self.uid is not None else "same-uid"}
 
 
 def _interpreter_dirs() -> tuple[str, ...]:
@@ -96,6 +98,18 @@ def _enter_user_namespace() -> None:
         f.write(f"0 {uid} 1")
     with open("/proc/self/gid_map", "w") as f:
         f.write(f"0 {gid} 1")
+
+
+def _become_init_of_own_pid_namespace() -> None:
+    """In a user namespace the zygote may not setns back into the pid namespace it started in (the parent
+    user namespace owns it); as init of a pid namespace of its own it may. The original process only
+    waits, and its death (the pool killing the worker) takes this one along."""
+    _linux.unshare(_linux.CLONE_NEWPID)
+    pid = os.fork()
+    if pid:
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    _linux.set_parent_death_signal(signal.SIGKILL)
 
 
 def probe(state: WorkerState) -> str | None:
@@ -122,6 +136,8 @@ def probe(state: WorkerState) -> str | None:
         return f"sandbox.network is 'seccomp' but this architecture ({os.uname().machine}) is not supported"
     if config.namespaces and privileged:
         try:
+            if state.userns:
+                _become_init_of_own_pid_namespace()
             state.pid_ns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
             _linux.unshare(_linux.CLONE_NEWPID)
             _linux.setns(state.pid_ns_fd, _linux.CLONE_NEWPID)
@@ -130,7 +146,15 @@ def probe(state: WorkerState) -> str | None:
             state.mountns = True
         except OSError as exc:
             sys.stderr.write(f"rftkit sandbox: namespaces unavailable ({exc}); using process groups\n")
+    if not state.mountns and state.uid is not None and not all(map(_others_can_read, state.expose)):
+        state.uid = None  # an unprivileged uid could not even import the standard library (pyenv under /root)
     return None
+
+
+def _others_can_read(path: str) -> bool:
+    parts = path.rstrip("/").split("/")
+    ancestors = ["/" + "/".join(parts[1:i]) for i in range(1, len(parts))]
+    return all(os.stat(a).st_mode & 0o001 for a in ancestors) and os.stat(path).st_mode & 0o005 == 0o005
 
 
 # ------------------------------------------------------------------ the child (runs the untrusted code)
@@ -178,16 +202,18 @@ def _hide_paths(state: WorkerState, safe: int) -> None:
         _linux.mount("none", hidden, None, _linux.MS_REMOUNT | _linux.MS_RDONLY | safe)
 
 
-def _set_limits(config: SandboxConfig, timeout_s: float) -> None:
+def _set_limits(config: SimpleNamespace, timeout_s: float, userns: bool) -> None:
     with open("/proc/self/status") as f:
         vm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
     address_space = vm_kb * 1024 + config.address_space_mb * (1 << 20)
     cpu = int(config.cpu_time_s or timeout_s + 0.999) or 1
     file_size = config.max_file_size_mb << 20
+    # in a user namespace of its own the count also holds the worker and its waiting parent
+    nproc = config.max_processes + (2 if userns else 0)
     for limit, value in ((resource.RLIMIT_AS, (address_space, address_space)), (resource.RLIMIT_CPU, (cpu, cpu + 1)),
                          (resource.RLIMIT_FSIZE, (file_size, file_size)), (resource.RLIMIT_CORE, (0, 0)),
                          (resource.RLIMIT_NOFILE, (256, 256)),
-                         (resource.RLIMIT_NPROC, (config.max_processes, config.max_processes))):
+                         (resource.RLIMIT_NPROC, (nproc, nproc))):
         resource.setrlimit(limit, value)
 
 
@@ -202,11 +228,13 @@ def _isolate_child(state: WorkerState, fds: tuple[int, int, int], workdir: str |
     if state.mountns:
         workdir = _setup_mounts(state)
     os.chdir(workdir)
-    _set_limits(state.config, timeout_s)
+    _set_limits(state.config, timeout_s, state.userns)
     if state.uid is not None:
         os.setgroups([])
         os.setresgid(state.uid, state.uid, state.uid)
         os.setresuid(state.uid, state.uid, state.uid)
+    elif os.geteuid() == 0:  # root of our user namespace: keep the uid, lose the powers
+        _linux.drop_capabilities()
     if state.seccomp:
         _linux.install_network_filter()
     else:
@@ -365,7 +393,7 @@ def main() -> None:
     responses = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print in a preloaded module must not corrupt the response stream
     init = recv_message(requests)
-    state = WorkerState(SandboxConfig(**init["config"]), tuple(init["hide"]))
+    state = WorkerState(SimpleNamespace(**init["config"]), tuple(init["hide"]))
     try:  # before the worker's view of the host turns read-only (torch wants a writable temp dir)
         for module in ("rftkit.sandbox.harness", *init["preload"]):
             importlib.import_module(module)
@@ -383,7 +411,7 @@ def main() -> None:
     if self_test_error:
         send_message(responses, {"error": self_test_error})
         return
-    send_message(responses, {"ready": True, "isolation": asdict(state.isolation())})
+    send_message(responses, {"ready": True, "isolation": state.isolation()})
     while (request := recv_message(requests)) is not None:
         send_message(responses, execute(state, request))
 

@@ -1,0 +1,95 @@
+"""Sandbox throughput: a trivial passing test through the warm pool vs one fresh interpreter per run.
+
+    python benchmarks/sandbox.py [--runs 400] [--naive-runs 60]
+
+Both ways run in the same process, one after the other, on the same machine, with as many workers as
+cores. "pool" is the full sandbox (namespaces, rlimits, seccomp, nonce channel, host-side comparison);
+"naive" is `subprocess.run([python, -c, code])` with no isolation at all; "naive_harness" is a fresh
+interpreter running the same harness as the pool (still without isolation). Prints a table and writes
+benchmarks/results/sandbox.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rftkit.sandbox import Job, SandboxConfig, SandboxPool
+
+CODE = "def add(a, b):\n    return a + b\n"
+PAYLOAD = {"code": CODE, "entry_point": "add", "noop": False,
+           "tests": [{"id": 0, "kind": "call", "args": ["list", [["int", "1"], ["int", "2"]]]}]}
+NAIVE = CODE + "assert add(1, 2) == 3\n"
+# the same harness and host-side check as the pool, in a fresh interpreter, still without isolation
+NAIVE_HARNESS = f"from rftkit.sandbox.harness import Channel, run_tests\nrun_tests({PAYLOAD!r}, Channel(1, 'n'))\n"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _measure(run_one, runs: int, workers: int) -> dict[str, float]:
+    latencies: list[float] = []
+
+    def timed(_):
+        start = time.perf_counter()
+        ok = run_one()
+        latencies.append(time.perf_counter() - start)
+        return ok
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as executor:
+        oks = list(executor.map(timed, range(runs)))
+    elapsed = time.perf_counter() - start
+    assert all(oks), "an execution failed"
+    return {"runs": runs, "per_second": runs / elapsed, "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * _percentile(latencies, 0.99)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=400)
+    parser.add_argument("--naive-runs", type=int, default=60)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sandbox.json"))
+    args = parser.parse_args()
+    workers = os.cpu_count() or 1
+    pool = SandboxPool(SandboxConfig(workers=workers))
+    job = Job("rftkit.sandbox.harness:run_tests", PAYLOAD, 5.0)
+
+    def pooled() -> bool:
+        result = pool.run(job)
+        return result.done and result.records[-2].get("value") == ["int", "3"]
+
+    def naive() -> bool:
+        return subprocess.run([sys.executable, "-c", NAIVE], capture_output=True, timeout=30).returncode == 0
+
+    def naive_harness() -> bool:
+        out = subprocess.run([sys.executable, "-c", NAIVE_HARNESS], capture_output=True, timeout=30).stdout
+        return b'"value": ["int", "3"]' in out
+
+    _measure(pooled, 20, workers)  # warm-up
+    rows = {"pool": _measure(pooled, args.runs, workers), "naive": _measure(naive, args.naive_runs, workers),
+            "naive_harness": _measure(naive_harness, args.naive_runs, workers)}
+    speedup = rows["pool"]["per_second"] / rows["naive"]["per_second"]
+    result = {"machine": f"{platform.machine()}, {workers} cores, load average {os.getloadavg()[0]:.2f} at the end",
+              "isolation": pool.isolation.summary(), "workers": workers, **rows, "speedup": speedup}
+    pool.close()
+    print(f"| way | executions/s | p50 ms | p99 ms |\n|---|---|---|---|")
+    for name, row in rows.items():
+        print(f"| {name} | {row['per_second']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |")
+    print(f"speed-up {speedup:.1f}x; {result['machine']}; isolation {result['isolation']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
