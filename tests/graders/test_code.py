@@ -51,6 +51,7 @@ def test_compile_credit_and_syntax_error():
     assert broken.score == 0.0 and "SyntaxError" in broken.reason and not broken.details["compiles"]
     wrong = grade("def square(x):\n    return -1\n", compile_credit=0.2)
     assert wrong.score == pytest.approx(0.2)
+    assert grade(CORRECT, compile_credit=0.1).score == 1.0  # exactly: accuracy thresholds compare with 1.0
 
 
 def test_missing_function_and_runtime_error():

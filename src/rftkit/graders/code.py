@@ -336,7 +336,8 @@ class PythonTestsGrader:
                    "replaced by a no-op"}
             return Grade(0.0, "reward hack: " + "; ".join(why.get(f, f) for f in flags), details, flags=flags)
         credit = self.params.compile_credit
-        score = credit * outcome.compiles + (1 - credit) * passed / total
+        # exact 1.0 for a full pass: 0.1 + 0.9 * 9 / 9 would be 0.9999999999999999, not a correct answer
+        score = 1.0 if outcome.compiles and passed == total else credit * outcome.compiles + (1 - credit) * (passed / total)
         if not outcome.compiles:
             return Grade(score, f"does not run: {outcome.problem}", details)
         failure = next((r for r in outcome.results if not r["passed"]), None)

@@ -6,6 +6,7 @@ Every wrapper raises OSError with the call's name, so a probe can report exactly
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import struct
@@ -103,12 +104,9 @@ def seccomp_supported() -> bool:
     return platform.machine() in _ARCH
 
 
-def install_network_filter() -> None:
-    """socket() for any family but AF_UNIX and io_uring_setup (which can open sockets) fail with EACCES.
-
-    A kernel-level guard: unlike patching the `socket` module, ctypes or a C extension cannot get past it.
-    A foreign architecture (x32, i386 on x86_64) is killed so the syscall numbers cannot be swapped.
-    """
+@functools.lru_cache(maxsize=1)
+def network_filter() -> tuple[ctypes.Array, _SockFprog]:
+    """Built once in the worker, so each forked child only pays for the prctl calls."""
     arch, nr_socket, nr_io_uring = _ARCH[platform.machine()]
     insns = [
         (_LD_W_ABS, 0, 0, 4), (_JEQ_K, 1, 0, arch), (_RET_K, 0, 0, _RET_KILL),  # seccomp_data.arch
@@ -120,6 +118,15 @@ def install_network_filter() -> None:
     ]
     blob = b"".join(struct.pack("=HBBI", *insn) for insn in insns)
     buffer = ctypes.create_string_buffer(blob, len(blob))
-    prog = _SockFprog(len(insns), ctypes.cast(buffer, ctypes.c_void_p))
+    return buffer, _SockFprog(len(insns), ctypes.cast(buffer, ctypes.c_void_p))
+
+
+def install_network_filter() -> None:
+    """socket() for any family but AF_UNIX and io_uring_setup (which can open sockets) fail with EACCES.
+
+    A kernel-level guard: unlike patching the `socket` module, ctypes or a C extension cannot get past it.
+    A foreign architecture (x32, i386 on x86_64) is killed so the syscall numbers cannot be swapped.
+    """
+    _, prog = network_filter()
     set_no_new_privs()
     _check(_libc.prctl(22, 2, ctypes.byref(prog), 0, 0), "prctl(PR_SET_SECCOMP)")

@@ -203,9 +203,7 @@ def _hide_paths(state: WorkerState, safe: int) -> None:
 
 
 def _set_limits(config: SimpleNamespace, timeout_s: float, userns: bool) -> None:
-    with open("/proc/self/status") as f:
-        vm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
-    address_space = vm_kb * 1024 + config.address_space_mb * (1 << 20)
+    address_space = config.baseline_vm_bytes + config.address_space_mb * (1 << 20)
     cpu = int(config.cpu_time_s or timeout_s + 0.999) or 1
     file_size = config.max_file_size_mb << 20
     # in a user namespace of its own the count also holds the worker and its waiting parent
@@ -405,6 +403,11 @@ def main() -> None:
         send_message(responses, {"error": error})
         return
     _linux.set_undumpable()
+    if state.seccomp:
+        _linux.network_filter()  # built here once, not in every child
+    with open("/proc/self/status") as f:  # measured once: children start as copies of this process
+        vm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+    state.config.baseline_vm_bytes = vm_kb * 1024 + (64 << 20)  # + room for what the child maps before the limit
     gc.collect()
     gc.freeze()  # forked children then never write to the zygote's objects' GC headers: fewer copy-on-write faults
     self_test_error = _self_test(state)
