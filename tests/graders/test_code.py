@@ -119,3 +119,31 @@ def test_batch_grading_and_the_code_pack():
     assert [g.score for g in grades] == [1.0] * 21
     wrong = grader.grade_batch(examples[:3], ["def nothing():\n    pass\n"] * 3)
     assert [g.score for g in wrong] == [0.0] * 3
+
+
+def test_verdicts_with_a_fake_sandbox():
+    """The grader's judgement alone, no processes: a fake runner returns hand-made results."""
+    from rftkit.sandbox.config import Isolation
+    from rftkit.sandbox.pool import ExecResult
+
+    def fake(records, done=True):
+        iso = Isolation("netns+seccomp", "pidns", "readonly-root+tmpfs", "per-worker-uid")
+        return ExecResult(records=records, done=done, exit_code=0, signal=None, timed_out=False, wall_s=0.01,
+                          stdout="", stderr="", truncated={}, isolation=iso)
+
+    example = Example(id="one", prompt="p", fields={"entry_point": "f", "tests": ["assert f(1) == 2", "assert f(2) == 4"]})
+    header = [{"compiled": True}, {"defined": True, "tampered": []}]
+    cases = {
+        # a forged bare "passed" for a compared test is not a pass; an int 2 is, a float 4.0 for an int 4 is not
+        "forged": (header + [{"test": 0, "passed": True}, {"test": 1, "value": ["int", "4"]}, {"done": True}], 0.5),
+        "typed": (header + [{"test": 0, "value": ["int", "2"]}, {"test": 1, "value": ["float", "4.0"]},
+                            {"done": True}], 0.5),
+        "early_exit": (header + [{"test": 0, "value": ["int", "2"]}], 0.0),  # no `done`: exited mid-way
+    }
+    for name, (records, expected) in cases.items():
+        done = any(r.get("done") for r in records)
+        grader = PythonTestsGrader("t", PythonTestsParams(noop_check=False),
+                                   runner=lambda jobs, r=records, d=done: [fake(r, d) for _ in jobs])
+        result = grader.grade(example, "def f(x):\n    return 2 * x\n")
+        assert result.score == expected, (name, result.reason)
+    assert result.flags == ("exit",)
