@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from rftkit.data import Example
+from rftkit.config import DataConfig
+from rftkit.data import DataError, Example, load_hf_dataset, load_jsonl, split_train_val
 from rftkit.tasks import code, countdown, triton
 
 # name -> generate(n, seed, options) -> list[Example]
@@ -13,3 +14,44 @@ GENERATORS: dict[str, Callable[[int, int, dict[str, Any]], list[Example]]] = {
     "code": code.generate,
     "triton": triton.generate,
 }
+
+
+def _dedupe_key(example: Example) -> str:
+    """Two examples are the same when the model sees the same prompt."""
+    return example.prompt_text()
+
+
+def load_examples(data: DataConfig) -> tuple[list[Example], list[Example]]:
+    """(train, validation) examples for a data config; validation never overlaps training.
+
+    Generators: the first `val_size` examples of the seeded stream are the validation set and
+    the next `train_size` the training set, so the held-out set does not depend on
+    `train_size` (the data-efficiency study varies it). Files: a seeded split of `source`,
+    or `val_source` when given.
+    """
+    if data.source in GENERATORS:
+        if data.val_source is not None:
+            raise DataError("data.val_source: not used with a generated task; the generator makes the held-out set")
+        train_size = data.train_size or 1000
+        stream = GENERATORS[data.source](data.val_size + train_size, data.seed, dict(data.options))
+        val, train = stream[:data.val_size], stream[data.val_size:]
+    else:
+        if data.options:
+            raise DataError(f"data.options: only for generated tasks ({', '.join(GENERATORS)}), not {data.source!r}")
+        examples = _load_source(data.source, data.hf_split)
+        if data.val_source is not None:
+            train, val = examples, _load_source(data.val_source, data.hf_split)[:data.val_size]
+        else:
+            train, val = split_train_val(examples, min(data.val_size, len(examples) - 1), data.seed)
+        train = train[:data.train_size] if data.train_size else train
+    held_out = {_dedupe_key(e) for e in val}
+    train = [e for e in train if _dedupe_key(e) not in held_out]
+    if not train:
+        raise DataError(f"data.source {data.source!r}: no training examples left after removing held-out duplicates")
+    return train, val
+
+
+def _load_source(source: str, split: str) -> list[Example]:
+    if source.startswith("hf:"):
+        return load_hf_dataset(source[3:], split)
+    return load_jsonl(source)

@@ -160,8 +160,9 @@ class _Parser:
             if self.depth > MAX_DEPTH:
                 raise ExpressionError(f"parentheses nested deeper than {MAX_DEPTH}")
             value = self.expr()
-            if self.take() != ")":
+            if self.peek() != ")":
                 raise ExpressionError("unbalanced parentheses")
+            self.pos += 1
             self.depth -= 1
             return value
         if token.isdigit():

@@ -1,0 +1,86 @@
+"""Atomic checkpoints: `checkpoints/step-N/` = a PEFT adapter + `trainer_state.pt`.
+
+A checkpoint is written into a temporary sibling directory and renamed into place, so a
+directory named `step-N` is always complete: an interrupted write leaves only a `.tmp-*`
+directory, which resume ignores and removes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "trainer_state.pt"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class TrainerState:
+    step: int  # optimizer steps completed
+    data_epoch: int  # position in the training data: epoch and cursor within its shuffled order
+    data_cursor: int
+    history: list[dict[str, float]] = field(default_factory=list)  # validation points for the overfitting check
+    before: dict[str, float] = field(default_factory=dict)  # validation metrics before any update
+    last_validation: dict[str, float] = field(default_factory=dict)
+    elapsed_seconds: float = 0.0  # wall time spent so far, across resumes
+    sampling_rng: Any = None  # torch.Generator state used for rollouts
+    torch_rng: Any = None
+    python_rng: Any = None
+    numpy_rng: Any = None
+
+
+def capture_rng(state: TrainerState, generator: torch.Generator) -> None:
+    state.sampling_rng = generator.get_state()
+    state.torch_rng = torch.get_rng_state()
+    state.python_rng = random.getstate()
+    state.numpy_rng = np.random.get_state()
+
+
+def restore_rng(state: TrainerState, generator: torch.Generator) -> None:
+    generator.set_state(state.sampling_rng)
+    torch.set_rng_state(state.torch_rng)
+    random.setstate(state.python_rng)
+    np.random.set_state(state.numpy_rng)
+
+
+def save_checkpoint(run_dir: Path, policy, optimizer, state: TrainerState) -> Path:
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    final = checkpoints / f"step-{state.step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{state.step}-", dir=checkpoints))
+    try:
+        policy.save_pretrained(str(tmp))
+        torch.save({"state": state.__dict__, "optimizer": optimizer.state_dict()}, tmp / STATE_FILE)
+        if final.exists():  # re-saving the same step (e.g. the final save right after a periodic one)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    checkpoints = run_dir / "checkpoints"
+    if not checkpoints.is_dir():
+        return None
+    for leftover in checkpoints.glob(".tmp-step-*"):  # interrupted writes
+        shutil.rmtree(leftover, ignore_errors=True)
+    complete = [(int(m.group(1)), p) for p in checkpoints.iterdir()
+                if (m := _STEP_DIR.match(p.name)) and (p / STATE_FILE).is_file()]
+    return max(complete)[1] if complete else None
+
+
+def load_trainer_state(checkpoint: Path, optimizer) -> TrainerState:
+    payload = torch.load(checkpoint / STATE_FILE, weights_only=False)
+    optimizer.load_state_dict(payload["optimizer"])
+    return TrainerState(**payload["state"])

@@ -1,0 +1,115 @@
+"""The `rft` command: parse arguments, load the config, call one function per verb."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rftkit.config import ConfigError
+from rftkit.data import DataError
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.steps=20 (repeatable)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rftkit.config import load_config
+    from rftkit.trainer import train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config_path = args.config or run_dir / "config.yaml"
+        config = load_config(config_path, args.overrides)
+    else:
+        if not args.config:
+            raise ConfigError("rft train: give a CONFIG.yaml (or --resume RUN_DIR)")
+        config = load_config(args.config, args.overrides)
+        run_dir = Path(args.output or config.output_dir)
+    summary = train(config, run_dir, resume=bool(args.resume))
+    before, after = summary["before"], summary["after"]
+    print(f"\nheld-out ({summary['validation_size']} prompts, seed {summary['seed']}), before -> after "
+          f"{summary['steps']} steps in {summary['wall_seconds']:.0f} s:")
+    for key in ("accuracy", "accuracy_greedy", "mean_reward"):
+        print(f"  {key:16s} {before[key]:.3f} -> {after[key]:.3f}")
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rftkit.evaluate import run_eval
+
+    metrics = run_eval(args.config, args.adapter, args.data, args.output, args.overrides)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from rftkit.grade_command import run_grade
+
+    return run_grade(args.config, args.samples, args.output, args.show, args.overrides)
+
+
+def cmd_base_build(args: argparse.Namespace) -> int:
+    from rftkit.models.embedded import EMBEDDED_DIR
+    from rftkit.models.pretrain import PretrainRecipe, build
+    from rftkit.training_setup import set_threads
+
+    set_threads(None)
+    recipe = PretrainRecipe(steps=args.steps) if args.steps else PretrainRecipe()
+    build(args.output or EMBEDDED_DIR, recipe)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rftkit.grade_command import add_grade_arguments
+
+    parser = argparse.ArgumentParser(prog="rft", description="Reinforcement fine-tuning with LoRA and graders")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    train = verbs.add_parser("train", help="run RFT (GRPO + LoRA) from a YAML config")
+    train.add_argument("config", nargs="?", help="YAML config (optional with --resume: the run's own config.yaml)")
+    train.add_argument("--output", help="run directory (default: the config's output_dir)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue from RUN_DIR's last complete checkpoint")
+    _add_overrides(train)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = verbs.add_parser("eval", help="held-out accuracy of the base model or a saved adapter")
+    evaluate.add_argument("config")
+    evaluate.add_argument("--adapter", help="a checkpoints/step-N directory (default: the base model)")
+    evaluate.add_argument("--data", help="JSONL to evaluate on instead of the config's validation split")
+    evaluate.add_argument("--output", help="write one JSONL line per example: prompt, completions, grades")
+    _add_overrides(evaluate)
+    evaluate.set_defaults(func=cmd_eval)
+
+    grade = verbs.add_parser("grade", help="run the config's graders on completions, to debug rewards")
+    add_grade_arguments(grade)
+    grade.set_defaults(func=cmd_grade)
+
+    base = verbs.add_parser("base", help="the embedded tiny model")
+    base_verbs = base.add_subparsers(dest="base_verb", required=True)
+    build = base_verbs.add_parser("build", help="pretrain the embedded model from scratch (offline, CPU)")
+    build.add_argument("--output", help="directory to write (default: the package's embedded model)")
+    build.add_argument("--steps", type=int, help="pretraining steps (default: the recipe's)")
+    build.set_defaults(func=cmd_base_build)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "peft", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

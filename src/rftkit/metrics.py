@@ -1,0 +1,54 @@
+"""Run-directory logging: metrics.jsonl (one line per step), samples.jsonl, and the overfitting check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rftkit.graders.combine import GradedCompletion
+
+
+class JsonlSink:
+    def __init__(self, path: Path, truncate_after_step: int | None = None):
+        """Append to `path`; on resume, drop lines logged after the checkpoint being resumed from."""
+        self.path = path
+        if truncate_after_step is not None and path.exists():
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= truncate_after_step]
+            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
+def sample_records(step: int, completions: list[str], graded: list[GradedCompletion], examples, limit: int,
+                   group_size: int) -> list[dict[str, Any]]:
+    """The first completion of each of the first `limit` prompt groups, with grades and reasons."""
+    records = []
+    for i in range(0, min(len(completions), limit * group_size), group_size):
+        records.append({
+            "step": step, "example_id": examples[i].id, "prompt": examples[i].prompt_text(),
+            "completion": completions[i], "reward": graded[i].reward,
+            "grades": {name: {"score": g.score, "reason": g.reason, "error": g.error, "masked": g.masked,
+                              "flags": list(g.flags)} for name, g in graded[i].grades.items()},
+        })
+    return records
+
+
+def overfitting_warning(history: list[dict[str, float]], patience: int) -> str | None:
+    """Warn when validation accuracy fell `patience - 1` times in a row while the train reward rose.
+
+    `history` holds one point per validation: {"step", "val_accuracy", "train_reward"}.
+    """
+    if len(history) < patience:
+        return None
+    recent = history[-patience:]
+    val_falling = all(b["val_accuracy"] < a["val_accuracy"] for a, b in zip(recent, recent[1:]))
+    train_rising = all(b["train_reward"] > a["train_reward"] for a, b in zip(recent, recent[1:]))
+    if val_falling and train_rising:
+        return (f"possible overfitting: train reward rose {recent[0]['train_reward']:.3f} -> "
+                f"{recent[-1]['train_reward']:.3f} while validation accuracy fell {recent[0]['val_accuracy']:.3f} -> "
+                f"{recent[-1]['val_accuracy']:.3f} over steps {recent[0]['step']}-{recent[-1]['step']}")
+    return None

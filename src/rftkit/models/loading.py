@@ -1,0 +1,109 @@
+"""Loading the policy: base weights (embedded, hub name or local path) + tokenizer + a LoRA adapter.
+
+There is one copy of the base weights. The reference policy for the KL term is the same model
+with the adapter disabled (`with policy.disable_adapter():`), never a second model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rftkit.config import LoraConfig, ModelConfig
+from rftkit.models.embedded import EMBEDDED_DIR
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+def resolve_model_path(name: str) -> str:
+    if name == "embedded":
+        if not (EMBEDDED_DIR / "config.json").is_file():
+            raise ModelLoadError(f"the embedded model is missing from {EMBEDDED_DIR}; rebuild it with `rft base build`")
+        return str(EMBEDDED_DIR)
+    return name
+
+
+def load_tokenizer(config: ModelConfig):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(config.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=not config.allow_download)
+    except OSError as exc:
+        raise ModelLoadError(_not_found_message(config, exc)) from None
+    if tokenizer.pad_token_id is None:  # many hub tokenizers ship without one; EOS is the usual stand-in
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _not_found_message(config: ModelConfig, exc: Exception) -> str:
+    hint = ("it is not a local directory and not in the Hugging Face cache; download it where you have access "
+            "(`huggingface-cli download NAME`) or set model.allow_download: true")
+    if Path(config.name).exists():
+        hint = "the directory exists but lacks config.json or tokenizer files"
+    return f"model.name {config.name!r}: could not load ({hint}). Cause: {exc}"
+
+
+def load_base_model(config: ModelConfig):
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(config.name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[config.dtype],
+                                                     local_files_only=not config.allow_download)
+    except OSError as exc:
+        raise ModelLoadError(_not_found_message(config, exc)) from None
+    model.eval()  # no dropout anywhere: sampling-time and training-time log-probs must agree
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def attach_lora(model, config: LoraConfig, adapter_dir: str | Path | None = None):
+    """Wrap with a fresh LoRA adapter, or load a saved one (trainable) from `adapter_dir`."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PeftModel, get_peft_model
+
+    if adapter_dir is not None:
+        policy = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+    else:
+        peft_config = PeftLoraConfig(r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                     target_modules=config.target_modules, task_type="CAUSAL_LM", bias="none")
+        policy = get_peft_model(model, peft_config)
+    policy.eval()
+    return policy
+
+
+def lora_parameters(policy) -> list[torch.nn.Parameter]:
+    params = [p for n, p in policy.named_parameters() if p.requires_grad]
+    if not params or any("lora_" not in n for n, p in policy.named_parameters() if p.requires_grad):
+        raise RuntimeError("expected only LoRA parameters to be trainable")
+    return params
+
+
+def encode_prompts(tokenizer, examples, model_config: ModelConfig, system_prompt: str | None) -> list[list[int]]:
+    """Token ids of each example's prompt, rendered through the chat template when configured."""
+    encoded = []
+    for example in examples:
+        if model_config.chat_template and tokenizer.chat_template:
+            ids = tokenizer.apply_chat_template(example.chat(system_prompt), tokenize=True, add_generation_prompt=True,
+                                                return_dict=False)
+        else:
+            ids = tokenizer.encode(example.prompt_text(), add_special_tokens=True)
+        encoded.append(list(ids))
+    return encoded
+
+
+def stop_token_ids(tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    for token in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return {i for i in ids if i is not None}
