@@ -98,6 +98,9 @@ class TrainConfig(Section):
     max_completion_length: int = Field(32, ge=1, description="Maximum new tokens per completion.")
     seed: int = Field(0, description="Seed for torch, python and numpy RNGs (sampling, LoRA init, data order).")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (null: one per physical core).")
+    max_seconds: float | None = Field(None, gt=0, description="Stop early after this many seconds of training "
+                                      "(generate + grade + update; validation not counted), for equal wall-clock "
+                                      "budgets across algorithms. null: run all `steps`.")
 
 
 class EvalConfig(Section):
@@ -110,6 +113,54 @@ class EvalConfig(Section):
                                   "a row while the training reward rose.")
 
 
+ALGORITHMS = ("grpo", "dr_grpo", "dapo", "rloo", "ppo")
+
+
+class DapoConfig(Section):
+    """DAPO's own knobs (Yu et al. 2025); used only when algorithm: dapo."""
+
+    epsilon_high: float = Field(0.28, gt=0, description="Upper clip bound of the ratio (clip-higher); the lower "
+                                "bound is grpo.epsilon.")
+    overlong_buffer: int = Field(4, ge=1, description="Soft overlong punishment: completions longer than "
+                                 "train.max_completion_length - overlong_buffer tokens lose reward linearly, down to "
+                                 "-overlong_penalty at the limit.")
+    overlong_penalty: float = Field(1.0, ge=0, description="Reward lost at the length limit (0 turns the penalty off).")
+    max_sampling_rounds: int = Field(3, ge=1, description="Dynamic sampling: rollout rounds per step to fill the batch "
+                                     "with groups whose rewards differ; tied groups are dropped.")
+
+
+class PpoConfig(Section):
+    """PPO as in Tülu 3 RLVR; used only when algorithm: ppo (grpo.epsilon clips the policy ratio)."""
+
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount of GAE.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
+    kl_coef: float = Field(0.05, ge=0, description="Initial KL coefficient beta to the reference (adapter disabled).")
+    kl_in: Literal["reward", "loss"] = Field("reward", description="'reward': -beta*log(pi/ref) per token in the "
+                                             "reward (Tülu 3, Ziegler et al.); 'loss': beta * k3 KL in the loss.")
+    adaptive_kl: bool = Field(False, description="Adapt kl_coef toward target_kl (Ziegler et al. 2019).")
+    target_kl: float = Field(0.05, gt=0, description="Target KL per token for the adaptive controller.")
+    kl_horizon: int = Field(10000, ge=1, description="Horizon (in completions) of the adaptive KL controller.")
+    value_clip: float = Field(0.2, gt=0, description="Clip range of the value update around the old values.")
+    vf_coef: float = Field(0.5, ge=0, description="Weight of the value loss.")
+    value_learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the value head.")
+    whiten_advantages: bool = Field(True, description="Normalise GAE advantages over the batch's tokens.")
+
+
+class SftConfig(Section):
+    """LoRA supervised fine-tuning on prompt -> completion pairs (loss on completion tokens only)."""
+
+    completion_field: str = Field("solution", description="Example field holding the target completion "
+                                  "(countdown: the expression that makes the target).")
+    completion_format: str = Field("<answer>{completion}</answer>", description="Template of the completion text; "
+                                   "{completion} is the field's value. The tokenizer's EOS token is appended.")
+    steps: int = Field(200, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(16, ge=1, description="Prompt/completion pairs per step (sampled with replacement).")
+    learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate for the LoRA parameters.")
+    max_seconds: float | None = Field(None, gt=0, description="Stop early after this many seconds of training "
+                                      "(validation not counted). null: run all `steps`.")
+    eval_every: int = Field(100, ge=1, description="Validate every N steps (and at the start and the end).")
+
+
 class RFTConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -118,8 +169,14 @@ class RFTConfig(Section):
     accuracy_grader: str | None = Field(None, description="Grader whose score decides 'accurate' (score >= "
                                         "accuracy_threshold); null: the combined reward decides.")
     accuracy_threshold: float = Field(1.0, ge=0, le=1, description="Score counted as a correct answer.")
-    algorithm: Literal["grpo"] = Field("grpo", description="Policy-optimisation algorithm.")
+    algorithm: Literal["grpo", "dr_grpo", "dapo", "rloo", "ppo"] = Field(
+        "grpo", description="Policy-optimisation algorithm: grpo, dr_grpo, dapo, rloo or ppo (docs/algorithms.md). "
+        "All share the `grpo:` section's num_generations, epsilon and num_iterations.")
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    dapo: DapoConfig = Field(default_factory=DapoConfig)
+    ppo: PpoConfig = Field(default_factory=PpoConfig)
+    sft: SftConfig = Field(default_factory=SftConfig, description="`rft sft`: supervised fine-tuning settings.")
+    sft_warmup: SftConfig | None = Field(None, description="Run this SFT stage on the adapter before RFT starts.")
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     save_every: int = Field(100, ge=1, description="Write checkpoints/step-N every N steps (and at the end).")
@@ -138,7 +195,23 @@ class RFTConfig(Section):
             raise ValueError(f"accuracy_grader: {self.accuracy_grader!r} is not a grader name; have {names}")
         if sum(g.weight for g in self.graders) <= 0:
             raise ValueError("graders: at least one grader needs a positive weight")
+        self._check_algorithm_keys()
         return self
+
+    def _check_algorithm_keys(self) -> None:
+        """A grpo key that the chosen algorithm fixes itself is an error, not a silent no-op."""
+        fixed = {"dr_grpo": {"scale_rewards": "dr_grpo never divides by the group std",
+                             "loss_aggregation": "dr_grpo uses a constant normaliser"},
+                 "dapo": {"loss_aggregation": "dapo aggregates per token",
+                          "epsilon_high": "set dapo.epsilon_high instead"},
+                 "rloo": {"scale_rewards": "rloo uses the leave-one-out baseline"},
+                 "ppo": {"scale_rewards": "ppo uses GAE", "loss_aggregation": "ppo aggregates per token",
+                         "beta": "set ppo.kl_coef instead"}}.get(self.algorithm, {})
+        for key in sorted(set(fixed) & self.grpo.model_fields_set):
+            raise ValueError(f"grpo.{key}: not used with algorithm {self.algorithm} ({fixed[key]}); remove the key")
+        if self.algorithm == "dapo" and self.dapo.overlong_buffer > self.train.max_completion_length:
+            raise ValueError(f"dapo.overlong_buffer: must be <= train.max_completion_length "
+                             f"({self.train.max_completion_length})")
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -206,3 +279,30 @@ def dump_config(config: RFTConfig, path: str | Path) -> None:
     """Write the resolved config (every default filled in) as YAML."""
     data = json.loads(config.model_dump_json())
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def reference_markdown() -> str:
+    """Every config key with its type, default and description, generated from the models above
+    (the README embeds this output; a test keeps the two in sync)."""
+    lines: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        rows, sections = [], []
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, Section):
+                sections.append((f"{prefix}{name}", annotation))
+                continue
+            default = "required" if info.is_required() else (
+                "{}" if info.default_factory is dict else json.dumps(info.get_default(call_default_factory=True), default=str))
+            type_name = (annotation.__name__ if isinstance(annotation, type) else
+                         str(annotation).replace("typing.", "")).replace("|", "\\|")
+            rows.append(f"| `{prefix}{name}` | `{type_name}` | `{default}` | {info.description or ''} |")
+        if rows:
+            lines.extend([f"\n**{prefix.rstrip('.') or 'top level'}**\n", "| key | type | default | meaning |",
+                          "|---|---|---|---|", *rows])
+        for section_prefix, section in sections:
+            walk(section, f"{section_prefix}.")
+
+    walk(RFTConfig, "")
+    return "\n".join(lines).strip() + "\n"

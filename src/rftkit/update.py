@@ -1,8 +1,9 @@
 """The policy update: log-probs of sampled tokens under the current policy, the loss, one optimizer step.
 
-Per batch: reference log-probs once (adapter disabled, no gradient, only when beta > 0);
+Per batch: reference log-probs once (adapter disabled, no gradient, only when a KL term is on);
 then `num_iterations` passes, each one forward+backward per micro-batch and one optimizer step.
-Micro-batches are trimmed to their own longest prompt and completion.
+Micro-batches are trimmed to their own longest prompt and completion. PPO adds a value head on
+the policy's last hidden state; its clipped loss joins the same backward pass.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from rftkit.algorithms.grpo import aggregate, clipped_surrogate, kl_k3, masked_mean
+from rftkit.algorithms.ppo import clipped_value_loss
 from rftkit.rollout import RolloutBatch
 
 
@@ -23,12 +25,30 @@ class UpdateStats:
     clip_frac: float
     entropy: float
     grad_norm: float
+    value_loss: float = 0.0
 
 
-def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-                   completion_mask: torch.Tensor, temperature: float,
-                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log pi(completion token | prefix) under logits / temperature: [N, T] (and entropy [N, T])."""
+@dataclass(frozen=True)
+class PolicyLoss:
+    """How one algorithm turns per-token terms into its loss (built by rftkit.objectives)."""
+
+    epsilon: float  # ratio clipped to [1 - epsilon, 1 + (epsilon_high or epsilon)]
+    epsilon_high: float | None
+    beta: float  # weight of the k3 KL to the reference inside the loss (0: none)
+    loss_aggregation: str  # a key of rftkit.algorithms.grpo.AGGREGATIONS
+    max_length: int | None = None  # the 'constant' aggregation's normaliser
+    vf_coef: float = 0.0  # weight of the value loss (PPO)
+    value_clip: float = 0.2
+
+
+@dataclass
+class ValueTargets:
+    old_values: torch.Tensor  # [N, T] value head's estimates at sampling time
+    returns: torch.Tensor  # [N, T] GAE returns, the regression targets
+
+
+def _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, with_hidden: bool):
+    """Logits [N, T, V] that predict each completion token (and the hidden states [N, T, H] they come from)."""
     keep = prompt_mask.any(0).nonzero()
     start = int(keep.min()) if len(keep) else 0  # drop columns that are padding in every row
     width = int(completion_mask.sum(-1).max())
@@ -37,12 +57,31 @@ def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, c
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attention = torch.cat([prompt_mask, completion_mask], dim=1)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions).logits
-    logits = logits[:, prompt_ids.shape[1] - 1:-1, :].float() / temperature  # predicts each completion token
-    logp_all = torch.log_softmax(logits, dim=-1)
+    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, output_hidden_states=with_hidden)
+    window = slice(prompt_ids.shape[1] - 1, -1)  # position t predicts completion token t
+    hidden = out.hidden_states[-1][:, window, :] if with_hidden else None
+    return out.logits[:, window, :].float(), hidden, completion_ids
+
+
+def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                   completion_mask: torch.Tensor, temperature: float,
+                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log pi(completion token | prefix) under logits / temperature: [N, T] (and entropy [N, T])."""
+    logp, entropy, _ = token_logprobs_and_values(model, None, prompt_ids, prompt_mask, completion_ids,
+                                                 completion_mask, temperature, with_entropy)
+    return logp, entropy
+
+
+def token_logprobs_and_values(model, value_head, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                              temperature: float, with_entropy: bool = False):
+    """(log-probs [N, T], entropy [N, T] or None, values [N, T] or None when value_head is None)."""
+    logits, hidden, completion_ids = _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                              with_hidden=value_head is not None)
+    logp_all = torch.log_softmax(logits / temperature, dim=-1)
     logprobs = logp_all.gather(-1, completion_ids[:, :, None]).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
-    return logprobs, entropy
+    values = value_head(hidden.float()).squeeze(-1) if value_head is not None else None
+    return logprobs, entropy, values
 
 
 def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:
@@ -62,44 +101,63 @@ def reference_logprobs(policy, batch: RolloutBatch, temperature: float, micro_ba
     return torch.cat(chunks)  # [N, T]
 
 
+@torch.no_grad()
+def rollout_values(policy, value_head, batch: RolloutBatch, temperature: float, micro_batch_size: int) -> torch.Tensor:
+    """Value estimates [N, T] of the policy that sampled the batch (PPO's V_old)."""
+    chunks = []
+    for s in range(0, len(batch.completions), micro_batch_size):
+        sl = slice(s, s + micro_batch_size)
+        _, _, values = token_logprobs_and_values(policy, value_head, batch.prompt_ids[sl], batch.prompt_mask[sl],
+                                                 batch.completion_ids[sl], batch.completion_mask[sl], temperature)
+        chunks.append(_pad_to(values, batch.completion_ids.shape[1]))
+    return torch.cat(chunks) * batch.completion_mask  # [N, T]
+
+
 def update_policy(policy, optimizer, params, batch: RolloutBatch, advantages: torch.Tensor,
-                  sample_weight: torch.Tensor, ref_logprobs: torch.Tensor | None, cfg, temperature: float,
-                  micro_batch_size: int, max_grad_norm: float) -> UpdateStats:
+                  sample_weight: torch.Tensor, ref_logprobs: torch.Tensor | None, cfg: PolicyLoss, temperature: float,
+                  micro_batch_size: int, max_grad_norm: float, value_head=None,
+                  value_targets: ValueTargets | None = None) -> UpdateStats:
     """One optimizer step over the whole batch (gradients accumulated over micro-batches).
 
-    `sample_weight` [N] is 0 for completions masked out of the gradient (no grader signal).
+    `advantages` is [N] (outcome) or [N, T] (GAE); `sample_weight` [N] is 0 for completions
+    masked out of the gradient (no grader signal).
     """
     n = len(batch.completions)
     mask_all = batch.completion_mask.float() * sample_weight[:, None]
-    total_tokens = mask_all.sum().clamp(min=1.0)
-    total_seqs = (sample_weight > 0).sum().clamp(min=1).float()
+    totals = dict(num_sequences=(sample_weight > 0).sum().clamp(min=1).float(),
+                  num_tokens=mask_all.sum().clamp(min=1.0), max_length=cfg.max_length)
     optimizer.zero_grad(set_to_none=True)
-    sums = dict(loss=0.0, policy=0.0, kl=0.0, clip=0.0, entropy=0.0)
+    sums = dict(loss=0.0, policy=0.0, kl=0.0, clip=0.0, entropy=0.0, value=0.0)
     for s in range(0, n, micro_batch_size):
         sl = slice(s, s + micro_batch_size)
-        logp, entropy = token_logprobs(policy, batch.prompt_ids[sl], batch.prompt_mask[sl],
-                                       batch.completion_ids[sl], batch.completion_mask[sl], temperature,
-                                       with_entropy=True)
+        logp, entropy, values = token_logprobs_and_values(policy, value_head, batch.prompt_ids[sl],
+                                                          batch.prompt_mask[sl], batch.completion_ids[sl],
+                                                          batch.completion_mask[sl], temperature, with_entropy=True)
         width = logp.shape[1]
         mask = mask_all[sl, :width]
-        surrogate = clipped_surrogate(logp, batch.old_logprobs[sl, :width], advantages[sl], cfg.epsilon,
-                                      cfg.epsilon_high)
+        adv = advantages[sl] if advantages.dim() == 1 else advantages[sl, :width]
+        surrogate = clipped_surrogate(logp, batch.old_logprobs[sl, :width], adv, cfg.epsilon, cfg.epsilon_high)
         per_token = surrogate.per_token_loss
         kl = torch.zeros_like(per_token)
-        if ref_logprobs is not None and cfg.beta > 0:
+        if ref_logprobs is not None:
             kl = kl_k3(logp, ref_logprobs[sl, :width])
             per_token = per_token + cfg.beta * kl
+        value_loss = torch.zeros_like(per_token)
+        if value_targets is not None:
+            value_loss = clipped_value_loss(values, value_targets.old_values[sl, :width],
+                                            value_targets.returns[sl, :width], cfg.value_clip)
+            per_token = per_token + cfg.vf_coef * value_loss
         # Whole-batch denominators: the micro-batch losses sum to the full-batch loss.
-        loss = aggregate(per_token, mask, cfg.loss_aggregation, num_sequences=total_seqs, num_tokens=total_tokens)
+        loss = aggregate(per_token, mask, cfg.loss_aggregation, **totals)
         loss.backward()
         tokens_here = mask.sum()
         sums["loss"] += loss.item()
-        sums["policy"] += float(masked_mean(surrogate.per_token_loss.detach(), mask) * tokens_here)
-        sums["kl"] += float(masked_mean(kl.detach(), mask) * tokens_here)
-        sums["clip"] += float(masked_mean(surrogate.clipped.float(), mask) * tokens_here)
-        sums["entropy"] += float(masked_mean(entropy.detach(), mask) * tokens_here)
+        for key, term in (("policy", surrogate.per_token_loss), ("kl", kl), ("clip", surrogate.clipped.float()),
+                          ("entropy", entropy), ("value", value_loss)):
+            sums[key] += float(masked_mean(term.detach(), mask) * tokens_here)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
-    denom = float(total_tokens)
+    denom = float(totals["num_tokens"])
     return UpdateStats(loss=sums["loss"], policy_loss=sums["policy"] / denom, kl=sums["kl"] / denom,
-                       clip_frac=sums["clip"] / denom, entropy=sums["entropy"] / denom, grad_norm=float(grad_norm))
+                       clip_frac=sums["clip"] / denom, entropy=sums["entropy"] / denom, grad_norm=float(grad_norm),
+                       value_loss=sums["value"] / denom)
