@@ -1,10 +1,12 @@
 """The RFT loop: generate, grade, compute advantages, update the LoRA adapter, validate, save. Repeat.
 
-    rollouts = generate_rollouts(...)        # G completions per prompt, old log-probs recorded
-    graded   = grade_all(...)                # every grader, weighted into one reward
-    adv      = group_relative_advantages(...)
-    stats    = update_policy(...)            # x num_iterations
+    data    = collect(...)                   # G completions per prompt, graded into rewards
+    targets = algorithm.targets(...)         # advantages (group-relative, leave-one-out or GAE)
+    stats   = update_policy(...)             # x num_iterations
     log(...); validate(...); save(...)
+
+`algorithm:` picks an entry of rftkit.objectives.ALGORITHMS; an `sft_warmup:` block runs SFT on
+the adapter before the first step.
 """
 
 from __future__ import annotations
@@ -19,20 +21,23 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from rftkit.algorithms.grpo import group_relative_advantages
 from rftkit.checkpoint import (TrainerState, capture_rng, latest_checkpoint, load_trainer_state, restore_rng,
                                save_checkpoint)
 from rftkit.config import RFTConfig, dump_config
 from rftkit.data import Example
 from rftkit.evaluate import evaluate, is_accurate
 from rftkit.graders import WeightedGrader, build_graders
-from rftkit.graders.combine import GradedCompletion, check_health, grade_all
+from rftkit.collect import StepData, collect, rewards_and_weights  # noqa: F401 (rewards_and_weights: public here)
 from rftkit.metrics import JsonlSink, overfitting_warning, sample_records
 from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer, lora_parameters
-from rftkit.rollout import RolloutBatch, generate_rollouts
+from rftkit.objectives import ALGORITHMS, AlgorithmSpec, Models, new_value_head, next_kl_coef
+from rftkit.rollout import generate_rollouts
+from rftkit.sft import new_optimizer, run_sft
 from rftkit.tasks import load_examples
 from rftkit.training_setup import seed_everything, set_threads
-from rftkit.update import UpdateStats, reference_logprobs, update_policy
+from rftkit.update import UpdateStats, update_policy
+
+PPO_STATE = "ppo_state.pt"  # value head + adaptive KL coefficient, beside the adapter in a checkpoint
 
 log = logging.getLogger("rftkit")
 
@@ -52,6 +57,21 @@ class Run:
     state: TrainerState
     metrics: JsonlSink
     samples: JsonlSink
+    algorithm: AlgorithmSpec
+    value_head: torch.nn.Module | None = None  # PPO's value head on the last hidden state
+    kl_coef: float = 0.0  # PPO's KL coefficient (adapted when ppo.adaptive_kl)
+
+
+def _value_head(config: RFTConfig, policy, checkpoint: Path | None) -> tuple[torch.nn.Module | None, float]:
+    if not ALGORITHMS[config.algorithm].value_head:
+        return None, 0.0
+    head = new_value_head(policy.get_base_model().config.hidden_size)
+    kl_coef = config.ppo.kl_coef
+    if checkpoint is not None and (checkpoint / PPO_STATE).is_file():
+        saved = torch.load(checkpoint / PPO_STATE, weights_only=True)
+        head.load_state_dict(saved["value_head"])
+        kl_coef = float(saved["kl_coef"])
+    return head, kl_coef
 
 
 def setup(config: RFTConfig, run_dir: Path, resume: bool) -> Run:
@@ -65,7 +85,13 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool) -> Run:
         raise FileNotFoundError(f"--resume {run_dir}: no complete checkpoint under {run_dir / 'checkpoints'}")
     policy = attach_lora(load_base_model(config.model), config.lora, adapter_dir=checkpoint)
     params = lora_parameters(policy)
-    optimizer = torch.optim.AdamW(params, lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
+    value_head, kl_coef = _value_head(config, policy, checkpoint)
+    groups = [{"params": params, "lr": config.train.learning_rate, "base_lr": config.train.learning_rate}]
+    if value_head is not None:
+        groups.append({"params": list(value_head.parameters()), "lr": config.ppo.value_learning_rate,
+                       "base_lr": config.ppo.value_learning_rate})
+        params = params + groups[1]["params"]
+    optimizer = torch.optim.AdamW(groups, lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
     state = TrainerState(step=0, data_epoch=0, data_cursor=0)
     if checkpoint is not None:
         state = load_trainer_state(checkpoint, optimizer)
@@ -75,7 +101,8 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool) -> Run:
     dump_config(config, run_dir / "config.yaml")
     truncate = state.step if checkpoint is not None else -1  # a fresh run starts empty files
     return Run(config, run_dir, tokenizer, policy, params, optimizer, graders, train_examples, val_examples,
-               generator, state, JsonlSink(run_dir / "metrics.jsonl", truncate), JsonlSink(run_dir / "samples.jsonl", truncate))
+               generator, state, JsonlSink(run_dir / "metrics.jsonl", truncate), JsonlSink(run_dir / "samples.jsonl", truncate),
+               ALGORITHMS[config.algorithm], value_head, kl_coef)
 
 
 def next_prompts(run: Run) -> list[Example]:
@@ -93,16 +120,8 @@ def next_prompts(run: Run) -> list[Example]:
     return batch
 
 
-def rewards_and_weights(graded: list[GradedCompletion]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards [N] and sample weights [N]: completions with no grader signal get weight 0."""
-    rewards = torch.tensor([g.reward if g.reward is not None else float("nan") for g in graded])
-    weights = (~rewards.isnan()).float()
-    fill = rewards[weights > 0].mean() if weights.any() else torch.tensor(0.0)
-    return torch.where(weights > 0, rewards, fill), weights
-
-
-def step_metrics(run: Run, batch: RolloutBatch, graded: list[GradedCompletion], grading, rewards: torch.Tensor,
-                 stats: UpdateStats, times: dict[str, float]) -> dict:
+def step_metrics(run: Run, data: StepData, stats: UpdateStats, extra: dict[str, float], times: dict[str, float]) -> dict:
+    batch, graded, grading, rewards = data.rollouts, data.graded, data.grading, data.rewards
     n = len(graded)
     groups = rewards.view(-1, batch.group_size)
     record = {"step": run.state.step, "reward/mean": rewards.mean().item(), "reward/std": rewards.std().item(),
@@ -116,6 +135,11 @@ def step_metrics(run: Run, batch: RolloutBatch, graded: list[GradedCompletion], 
                    "lr": run.optimizer.param_groups[0]["lr"], "grader/errors": sum(grading.errors.values()),
                    "grader/masked": sum(grading.masked.values())})
     record.update({f"reward_hack/{kind}": count for kind, count in grading.flags.items()})
+    if run.value_head is not None:
+        record["loss/value"] = stats.value_loss
+    if run.algorithm.dynamic_sampling:
+        record["sampling/groups_sampled"] = data.sampled_groups
+    record.update(extra)
     record.update({f"time/{k}": round(v, 4) for k, v in times.items()})
     return record
 
@@ -141,48 +165,76 @@ def set_learning_rate(run: Run) -> None:
     cfg = run.config.train
     scale = min(1.0, (run.state.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     for group in run.optimizer.param_groups:
-        group["lr"] = cfg.learning_rate * scale
+        group["lr"] = group["base_lr"] * scale
+
+
+def sft_warmup(run: Run) -> None:
+    """The `sft_warmup:` stage: SFT on the adapter before any RL step (its own optimizer, not resumed)."""
+    cfg = run.config.sft_warmup
+    lora = lora_parameters(run.policy)
+    summary = run_sft(run.policy, run.tokenizer, run.train_examples, cfg, run.config, lora,
+                      new_optimizer(lora, cfg, run.config))
+    (run.run_dir / "sft_warmup.json").write_text(json.dumps(summary, indent=2))
+    log.info("sft warm-up: %d steps in %.0f s, final loss %.4f", summary["sft_steps"], summary["sft_seconds"],
+             summary["sft_final_loss"])
+
+
+def collect_step(run: Run) -> StepData:
+    cfg = run.config
+    sample = lambda prompts: generate_rollouts(  # noqa: E731
+        run.policy, run.tokenizer, prompts, cfg.grpo.num_generations, cfg.train.max_completion_length,
+        cfg.train.temperature, cfg.train.top_p, run.generator, cfg.model, cfg.data.system_prompt)
+    shape = lambda rewards, batch: run.algorithm.shape_rewards(rewards, batch, cfg)  # noqa: E731
+    rounds = cfg.dapo.max_sampling_rounds if run.algorithm.dynamic_sampling else 0
+    return collect(sample, lambda: next_prompts(run), run.graders, run.tokenizer.pad_token_id, shape, rounds)
+
+
+def save(run: Run) -> None:
+    capture_rng(run.state, run.generator)
+    path = save_checkpoint(run.run_dir, run.policy, run.optimizer, run.state)
+    if run.value_head is not None:
+        torch.save({"value_head": run.value_head.state_dict(), "kl_coef": run.kl_coef}, path / PPO_STATE)
 
 
 def train(config: RFTConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     run = setup(config, Path(run_dir), resume)
     cfg, state = run.config, run.state
     session_start = time.perf_counter() - state.elapsed_seconds
+    if state.step == 0 and cfg.sft_warmup is not None:
+        sft_warmup(run)
     if state.step == 0:
         state.before = validate(run, record := {"step": 0})
         run.metrics.write(record)
     bar = tqdm(total=cfg.train.steps, initial=state.step, disable=not progress, desc="rft train", unit="step")
-    while state.step < cfg.train.steps:
-        prompts = next_prompts(run)
-        t0 = time.perf_counter()
-        rollouts = generate_rollouts(run.policy, run.tokenizer, prompts, cfg.grpo.num_generations,
-                                     cfg.train.max_completion_length, cfg.train.temperature, cfg.train.top_p,
-                                     run.generator, cfg.model, cfg.data.system_prompt)
-        t1 = time.perf_counter()
-        graded, grading = grade_all(run.graders, rollouts.examples, rollouts.completions)
-        check_health(grading, len(graded))
+    spent = 0.0  # training seconds this session (generate + grade + update), for train.max_seconds
+    done = state.step >= cfg.train.steps
+    while not done:
+        data = collect_step(run)
         t2 = time.perf_counter()
-        rewards, weights = rewards_and_weights(graded)
-        advantages = group_relative_advantages(rewards, cfg.grpo.num_generations, cfg.grpo.scale_rewards)
-        ref = (reference_logprobs(run.policy, rollouts, cfg.train.temperature, cfg.train.micro_batch_size)
-               if cfg.grpo.beta > 0 else None)
+        models = Models(run.policy, run.value_head, run.kl_coef)
+        targets = run.algorithm.targets(models, data.rollouts, data.rewards, cfg)
+        loss = run.algorithm.loss(cfg)
         set_learning_rate(run)
         for _ in range(cfg.grpo.num_iterations):
-            stats = update_policy(run.policy, run.optimizer, run.params, rollouts, advantages, weights, ref, cfg.grpo,
-                                  cfg.train.temperature, cfg.train.micro_batch_size, cfg.train.max_grad_norm)
+            stats = update_policy(run.policy, run.optimizer, run.params, data.rollouts, targets.advantages,
+                                  data.weights, targets.ref_logprobs, loss, cfg.train.temperature,
+                                  cfg.train.micro_batch_size, cfg.train.max_grad_norm, run.value_head,
+                                  targets.value_targets)
+        run.kl_coef = next_kl_coef(cfg, run.kl_coef, stats.kl, len(data.rollouts.completions))
         state.step += 1
-        times = {"generate": t1 - t0, "grade": t2 - t1, "update": time.perf_counter() - t2}
-        record = step_metrics(run, rollouts, graded, grading, rewards, stats, times)
-        if state.step % cfg.eval.eval_every == 0 or state.step == cfg.train.steps:
+        times = data.times | {"update": time.perf_counter() - t2}
+        spent += sum(times.values())
+        done = state.step >= cfg.train.steps or (cfg.train.max_seconds is not None and spent >= cfg.train.max_seconds)
+        record = step_metrics(run, data, stats, targets.metrics, times)
+        if state.step % cfg.eval.eval_every == 0 or done:
             check_overfitting(run, validate(run, record), record["reward/mean"])
         state.elapsed_seconds = time.perf_counter() - session_start
         run.metrics.write(record)
-        for sample in sample_records(state.step, rollouts.completions, graded, rollouts.examples,
-                                     cfg.samples_per_step, rollouts.group_size):
+        for sample in sample_records(state.step, data.rollouts.completions, data.graded, data.rollouts.examples,
+                                     cfg.samples_per_step, data.rollouts.group_size):
             run.samples.write(sample)
-        if state.step % cfg.save_every == 0 or state.step == cfg.train.steps:
-            capture_rng(state, run.generator)
-            save_checkpoint(run.run_dir, run.policy, run.optimizer, state)
+        if state.step % cfg.save_every == 0 or done:
+            save(run)
         bar.set_postfix(reward=f"{record['reward/mean']:.3f}", val_acc=f"{state.last_validation['accuracy']:.3f}")
         bar.update(1)
     bar.close()

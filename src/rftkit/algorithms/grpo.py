@@ -52,29 +52,52 @@ class SurrogateOut:
 
 def clipped_surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                       epsilon: float, epsilon_high: float | None = None) -> SurrogateOut:
-    """PPO's clipped objective, negated to a loss; advantages [N] broadcast over tokens [N, T]."""
+    """PPO's clipped objective, negated to a loss.
+
+    Advantages are per sequence [N] (broadcast over tokens) or per token [N, T] (PPO with GAE).
+    """
     ratio = torch.exp(logprobs - old_logprobs)
     clipped_ratio = ratio.clamp(1.0 - epsilon, 1.0 + (epsilon_high if epsilon_high is not None else epsilon))
-    adv = advantages[:, None]
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages
     unclipped_obj, clipped_obj = ratio * adv, clipped_ratio * adv
     return SurrogateOut(per_token_loss=-torch.min(unclipped_obj, clipped_obj),
                         clipped=clipped_obj < unclipped_obj, ratio=ratio)
 
 
+def _sequence_mean(per_token, mask, num_sequences, num_tokens, max_length):
+    rows = (mask.sum(1) > 0).sum() if num_sequences is None else num_sequences
+    return masked_mean(per_token, mask, dim=1).sum() / max(float(rows), 1.0)
+
+
+def _token_mean(per_token, mask, num_sequences, num_tokens, max_length):
+    tokens = mask.sum() if num_tokens is None else num_tokens
+    return (per_token * mask).sum() / max(float(tokens), 1.0)
+
+
+def _constant_normaliser(per_token, mask, num_sequences, num_tokens, max_length):
+    # Dr. GRPO (Liu et al. 2025, eq. 3 and their code): divide the token sum by a constant,
+    # num_sequences * max_completion_length, so neither 1/|o_i| nor the batch's token count
+    # rescales a completion's gradient by its length.
+    if max_length is None:
+        raise ValueError("aggregation 'constant' needs max_length (the max completion length)")
+    rows = mask.shape[0] if num_sequences is None else num_sequences
+    return (per_token * mask).sum() / (max(float(rows), 1.0) * max_length)
+
+
+# mode -> reducer(per_token [N, T], mask [N, T], num_sequences, num_tokens, max_length) -> scalar
+AGGREGATIONS = {"sequence": _sequence_mean, "token": _token_mean, "constant": _constant_normaliser}
+
+
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str, num_sequences: torch.Tensor | float | None = None,
-              num_tokens: torch.Tensor | float | None = None) -> torch.Tensor:
+              num_tokens: torch.Tensor | float | None = None, max_length: int | None = None) -> torch.Tensor:
     """Reduce a per-token loss [N, T] to a scalar.
 
     'sequence': mean over each completion's tokens, then over completions (GRPO's 1/|o_i|);
-    'token': mean over every token of the batch (DAPO), so long completions weigh more.
+    'token': mean over every token of the batch (DAPO), so long completions weigh more;
+    'constant': token sum / (completions * max_length) (Dr. GRPO: no length normalisation).
     The denominators default to this tensor's own counts; the update passes the whole batch's
     counts so that micro-batch losses sum to the full-batch loss.
     """
-    mask = mask.to(per_token.dtype)
-    if mode == "sequence":
-        rows = (mask.sum(1) > 0).sum() if num_sequences is None else num_sequences
-        return masked_mean(per_token, mask, dim=1).sum() / max(float(rows), 1.0)
-    if mode == "token":
-        tokens = mask.sum() if num_tokens is None else num_tokens
-        return (per_token * mask).sum() / max(float(tokens), 1.0)
-    raise ValueError(f"unknown loss aggregation {mode!r}; allowed: sequence, token")
+    if mode not in AGGREGATIONS:
+        raise ValueError(f"unknown loss aggregation {mode!r}; allowed: {', '.join(AGGREGATIONS)}")
+    return AGGREGATIONS[mode](per_token, mask.to(per_token.dtype), num_sequences, num_tokens, max_length)

@@ -1,0 +1,111 @@
+"""One step's training data: sample, grade, turn grades into rewards; with DAPO's dynamic sampling.
+
+Dynamic sampling (Yu et al. 2025, section 3.2): groups whose rewards all tie carry no gradient
+under a group baseline, so they are dropped and more prompts are sampled until the batch holds
+`batch_size` informative groups or `dapo.max_sampling_rounds` rounds have run (then the batch
+is what was found; it is never padded with tied groups unless nothing informative was found).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from rftkit.algorithms.dapo import informative_groups
+from rftkit.graders.combine import GradedCompletion, GradingStats, check_health, grade_all
+from rftkit.rollout import RolloutBatch
+
+
+@dataclass
+class StepData:
+    rollouts: RolloutBatch
+    graded: list[GradedCompletion]  # [N]
+    grading: GradingStats
+    rewards: torch.Tensor  # [N] shaped rewards the advantages use
+    weights: torch.Tensor  # [N] 0 where no grader gave a signal
+    sampled_groups: int  # groups sampled this step (> batch groups when dynamic sampling refilled)
+    times: dict[str, float]
+
+
+def rewards_and_weights(graded: list[GradedCompletion]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards [N] and sample weights [N]: completions with no grader signal get weight 0."""
+    rewards = torch.tensor([g.reward if g.reward is not None else float("nan") for g in graded])
+    weights = (~rewards.isnan()).float()
+    fill = rewards[weights > 0].mean() if weights.any() else torch.tensor(0.0)
+    return torch.where(weights > 0, rewards, fill), weights
+
+
+def _pad_cat(tensors: list[torch.Tensor], left: bool) -> torch.Tensor:
+    width = max(t.shape[1] for t in tensors)
+    pad = [(width - t.shape[1], 0) if left else (0, width - t.shape[1]) for t in tensors]
+    return torch.cat([torch.nn.functional.pad(t, p) for t, p in zip(tensors, pad)])
+
+
+def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
+    """Stack rollout batches row-wise; prompts stay left-padded, completions right-padded."""
+    prompt_ids = _pad_cat([b.prompt_ids for b in batches], left=True)
+    prompt_mask = _pad_cat([b.prompt_mask for b in batches], left=True)
+    prompt_ids = torch.where(prompt_mask.bool(), prompt_ids, torch.full_like(prompt_ids, pad_id))
+    return RolloutBatch([e for b in batches for e in b.examples], [c for b in batches for c in b.completions],
+                        prompt_ids, prompt_mask, _pad_cat([b.completion_ids for b in batches], left=False),
+                        _pad_cat([b.completion_mask for b in batches], left=False),
+                        _pad_cat([b.old_logprobs for b in batches], left=False), batches[0].group_size)
+
+
+def select_rows(batch: RolloutBatch, rows: torch.Tensor) -> RolloutBatch:
+    index = rows.tolist()
+    return RolloutBatch([batch.examples[i] for i in index], [batch.completions[i] for i in index],
+                        batch.prompt_ids[rows], batch.prompt_mask[rows], batch.completion_ids[rows],
+                        batch.completion_mask[rows], batch.old_logprobs[rows], batch.group_size)
+
+
+def _merge_stats(all_stats: list[GradingStats]) -> GradingStats:
+    merged = GradingStats()
+    for stats in all_stats:
+        merged.errors += stats.errors
+        merged.masked += stats.masked
+        merged.flags += stats.flags
+    return merged
+
+
+def collect(sample: Callable[[list], RolloutBatch], next_prompts: Callable[[], list], graders, pad_id: int,
+            shape_rewards: Callable[[torch.Tensor, RolloutBatch], torch.Tensor], dynamic_rounds: int) -> StepData:
+    """Sample and grade one batch; with dynamic_rounds > 0, keep only informative groups and refill."""
+    times: Counter = Counter()
+    batches, graded_all, stats_all, rewards_all, weights_all = [], [], [], [], []
+    kept_groups, sampled_groups, wanted = 0, 0, None
+    for _ in range(max(1, dynamic_rounds)):
+        prompts = next_prompts()
+        wanted = wanted or len(prompts)
+        t0 = time.perf_counter()
+        batch = sample(prompts)
+        t1 = time.perf_counter()
+        graded, stats = grade_all(graders, batch.examples, batch.completions)
+        check_health(stats, len(graded))
+        times["generate"] += t1 - t0
+        times["grade"] += time.perf_counter() - t1
+        rewards, weights = rewards_and_weights(graded)
+        rewards = shape_rewards(rewards, batch)
+        sampled_groups += len(prompts)
+        batches.append(batch), graded_all.append(graded), stats_all.append(stats)
+        rewards_all.append(rewards), weights_all.append(weights)
+        if dynamic_rounds == 0:
+            break
+        kept_groups += int(informative_groups(rewards, batch.group_size).sum())
+        if kept_groups >= wanted:
+            break
+    batch = concat_batches(batches, pad_id)
+    graded = [g for gs in graded_all for g in gs]
+    rewards, weights = torch.cat(rewards_all), torch.cat(weights_all)
+    if dynamic_rounds > 0:
+        keep = informative_groups(rewards, batch.group_size).nonzero().squeeze(-1)[:wanted]
+        if len(keep) == 0:  # nothing informative at all: train on the first batch (zero advantages)
+            keep = torch.arange(wanted)
+        rows = (keep[:, None] * batch.group_size + torch.arange(batch.group_size)).reshape(-1)
+        batch, graded = select_rows(batch, rows), [graded[i] for i in rows.tolist()]
+        rewards, weights = rewards[rows], weights[rows]
+    return StepData(batch, graded, _merge_stats(stats_all), rewards, weights, sampled_groups, dict(times))

@@ -1,0 +1,129 @@
+"""LoRA supervised fine-tuning on prompt -> completion pairs: `rft sft` and the `sft_warmup:` stage.
+
+The loss is the mean negative log-likelihood of completion tokens only (prompt tokens are
+context, not targets), computed with the same `token_logprobs` the RL update uses, so the
+prompt rendering (chat template, system prompt) is exactly the one RFT and validation see.
+The completion comes from a dataset field (`sft.completion_field`), formatted by
+`sft.completion_format`, with the tokenizer's EOS appended so the model learns to stop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rftkit.config import RFTConfig, SftConfig, dump_config
+from rftkit.data import DataError, Example
+from rftkit.models.loading import encode_prompts
+from rftkit.rollout.sampler import left_pad
+from rftkit.update import token_logprobs
+
+
+@dataclass
+class SftBatch:
+    prompt_ids: torch.Tensor  # [N, P] left-padded
+    prompt_mask: torch.Tensor  # [N, P]
+    completion_ids: torch.Tensor  # [N, T] right-padded, EOS last
+    completion_mask: torch.Tensor  # [N, T]
+
+
+def completion_for(example: Example, cfg: SftConfig) -> str:
+    if cfg.completion_field not in example.fields:
+        raise DataError(f"sft.completion_field: example {example.id!r} has no field {cfg.completion_field!r}; "
+                        f"its fields are {sorted(example.fields)}")
+    return cfg.completion_format.format(completion=example.fields[cfg.completion_field])
+
+
+def encode_pairs(tokenizer, examples: list[Example], completions: list[str], config: RFTConfig) -> SftBatch:
+    prompt_ids, prompt_mask = left_pad(encode_prompts(tokenizer, examples, config.model, config.data.system_prompt),
+                                       tokenizer.pad_token_id)
+    targets = [tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id] for text in completions]
+    width = max(len(t) for t in targets)
+    completion_ids = torch.full((len(targets), width), tokenizer.pad_token_id, dtype=torch.long)
+    completion_mask = torch.zeros((len(targets), width), dtype=torch.long)
+    for row, ids in enumerate(targets):
+        completion_ids[row, :len(ids)] = torch.tensor(ids)
+        completion_mask[row, :len(ids)] = 1
+    return SftBatch(prompt_ids, prompt_mask, completion_ids, completion_mask)
+
+
+def sft_loss(policy, batch: SftBatch) -> torch.Tensor:
+    """Mean NLL over completion tokens (token-level mean over the batch)."""
+    logp, _ = token_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+                             batch.completion_mask, temperature=1.0)
+    mask = batch.completion_mask[:, :logp.shape[1]].float()
+    return -(logp * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def new_optimizer(params, cfg: SftConfig, config: RFTConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=config.train.weight_decay)
+
+
+def run_sft(policy, tokenizer, examples: list[Example], cfg: SftConfig, config: RFTConfig, params,
+            optimizer: torch.optim.Optimizer, on_step=None) -> dict:
+    """Train the LoRA adapter of `policy` in place; `on_step(step, loss, final)` may validate/log."""
+    completions = [completion_for(e, cfg) for e in examples]
+    generator = torch.Generator().manual_seed(config.train.seed + 17)  # apart from the rollout stream
+    spent, step, loss = 0.0, 0, float("nan")
+    while step < cfg.steps and (cfg.max_seconds is None or spent < cfg.max_seconds):
+        started = time.perf_counter()
+        pick = torch.randint(0, len(examples), (cfg.batch_size,), generator=generator).tolist()
+        batch = encode_pairs(tokenizer, [examples[i] for i in pick], [completions[i] for i in pick], config)
+        optimizer.zero_grad(set_to_none=True)
+        value = sft_loss(policy, batch)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.train.max_grad_norm)
+        optimizer.step()
+        step, loss = step + 1, value.item()
+        spent += time.perf_counter() - started
+        if on_step is not None:
+            on_step(step, loss, step >= cfg.steps or (cfg.max_seconds is not None and spent >= cfg.max_seconds))
+    return {"sft_steps": step, "sft_seconds": round(spent, 1), "sft_final_loss": loss, "sft_examples": len(examples)}
+
+
+def sft(config: RFTConfig, run_dir: str | Path, progress: bool = True) -> dict:
+    """`rft sft`: SFT with validation before, every `sft.eval_every` steps, and at the end; saves the adapter."""
+    from rftkit.checkpoint import TrainerState, save_checkpoint
+    from rftkit.evaluate import evaluate
+    from rftkit.graders import build_graders
+    from rftkit.metrics import JsonlSink
+    from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer, lora_parameters
+    from rftkit.tasks import load_examples
+    from rftkit.training_setup import seed_everything, set_threads
+
+    run_dir = Path(run_dir)
+    set_threads(config.train.threads)
+    seed_everything(config.train.seed)
+    train_examples, val_examples = load_examples(config.data)
+    tokenizer = load_tokenizer(config.model)
+    graders = build_graders(config.graders)
+    policy = attach_lora(load_base_model(config.model), config.lora)
+    params = lora_parameters(policy)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, run_dir / "config.yaml")
+    metrics = JsonlSink(run_dir / "metrics.jsonl", truncate_after_step=-1)
+    before = evaluate(policy, tokenizer, val_examples, graders, config).metrics
+    metrics.write({"step": 0} | {f"val/{k}": v for k, v in before.items()})
+    last = dict(before)
+
+    def on_step(step: int, loss: float, final: bool) -> None:
+        record = {"step": step, "loss/sft": loss}
+        if final or step % config.sft.eval_every == 0:
+            last.update(evaluate(policy, tokenizer, val_examples, graders, config).metrics)
+            record.update({f"val/{k}": v for k, v in last.items()})
+        metrics.write(record)
+        if progress and (final or step % 25 == 0):
+            print(f"sft step {step}: loss {loss:.4f}" + (f"  val/accuracy {last['accuracy']:.3f}" if final else ""))
+
+    optimizer = new_optimizer(params, config.sft, config)
+    summary = run_sft(policy, tokenizer, train_examples, config.sft, config, params, optimizer, on_step)
+    state = TrainerState(step=summary["sft_steps"], data_epoch=0, data_cursor=0, before=before, last_validation=last)
+    save_checkpoint(run_dir, policy, optimizer, state)
+    summary |= {"before": before, "after": last, "validation_size": len(val_examples),
+                "train_size": len(train_examples), "seed": config.train.seed}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
