@@ -1,0 +1,36 @@
+"""The embedded model ships loadable through the standard transformers path, and its recipe rebuilds it."""
+
+import json
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rftkit.models.embedded import EMBEDDED_DIR
+from rftkit.models.pretrain import PretrainRecipe, build
+
+
+def test_shipped_model_loads_with_auto_classes_and_chat_template():
+    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_DIR)
+    model = AutoModelForCausalLM.from_pretrained(EMBEDDED_DIR)
+    assert model.config.model_type == "qwen2"
+    assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 5e6
+    assert (EMBEDDED_DIR / "model.safetensors").stat().st_size < 8 * 2**20
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|pad|>"
+    # digits are single tokens, so 123 and 124 share their first two tokens
+    assert tokenizer.tokenize("123")[:2] == tokenizer.tokenize("124")[:2] and len(tokenizer.tokenize("123")) == 3
+    assert tokenizer.decode(tokenizer.encode("<answer>(3+5)*2</answer>")) == "<answer>(3+5)*2</answer>"
+
+
+def test_recipe_builds_a_loadable_model(tmp_path):
+    report = build(tmp_path / "m", PretrainRecipe(puzzles=300, steps=3, batch_size=8, warmup_steps=1,
+                                                  exclude_size=50), log=lambda *_: None)
+    assert report["recipe"]["steps"] == 3
+    assert json.loads((tmp_path / "m" / "recipe.json").read_text())["parameters"] == report["parameters"]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "m")
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Using the numbers [1, 2], make 3."}],
+                                        tokenize=True, add_generation_prompt=True, return_dict=False)
+    logits = model(input_ids=torch.tensor([ids])).logits
+    assert logits.shape == (1, len(ids), len(tokenizer)) and torch.isfinite(logits).all()
