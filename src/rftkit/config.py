@@ -217,11 +217,11 @@ class RFTConfig(Section):
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid config"]
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        key = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")  # our validators' messages already name their key
         if err["type"] == "extra_forbidden":
             msg = "unknown key" + _allowed_keys_hint(err["loc"])
-        lines.append(f"  {key}: {msg}")
+        lines.append(f"  {key}: {msg}" if key else f"  {msg}")
     return "\n".join(lines)
 
 

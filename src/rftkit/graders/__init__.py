@@ -62,7 +62,7 @@ def validate_grader_specs(specs: list["GraderSpec"]) -> None:
             problems = []
             for err in exc.errors():
                 key = ".".join(str(p) for p in err["loc"])
-                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
                 allowed = ", ".join(sorted(GRADER_TYPES[spec.type].params.model_fields))
                 hint = f" (allowed for {spec.type}: name, type, weight{', ' + allowed if allowed else ''})" if err["type"] == "extra_forbidden" else ""
                 problems.append(f"{where}.{key}: {msg}{hint}")
