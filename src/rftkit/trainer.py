@@ -81,6 +81,9 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool) -> Run:
     tokenizer = load_tokenizer(config.model)
     graders = build_graders(config.graders)
     checkpoint = latest_checkpoint(run_dir) if resume else None
+    if not resume and latest_checkpoint(run_dir) is not None:  # never mix or overwrite an earlier run's results
+        raise FileExistsError(f"{run_dir} already holds a run with checkpoints: continue it with "
+                              f"`rft train --resume {run_dir}`, or pick another --output (or delete it)")
     if resume and checkpoint is None:
         raise FileNotFoundError(f"--resume {run_dir}: no complete checkpoint under {run_dir / 'checkpoints'}")
     policy = attach_lora(load_base_model(config.model), config.lora, adapter_dir=checkpoint)

@@ -96,6 +96,15 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         train(config, tmp_path / "empty", resume=True, progress=False)
 
 
+def test_fresh_run_refuses_to_overwrite_an_earlier_run(tmp_path):
+    config = parse_config(tiny_config_dict(tmp_path, train__steps=1))
+    train(config, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before  # nothing lost
+
+
 class _BrokenParams(GraderParams):
     pass
 

@@ -1,0 +1,19 @@
+"""The README's config reference is the generated one: documentation cannot drift from the models."""
+
+from pathlib import Path
+
+from rftkit.config import reference_markdown
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_embeds_the_generated_config_reference():
+    assert reference_markdown() in README.read_text(encoding="utf-8"), (
+        "README.md's configuration reference is stale: paste the output of "
+        "`python -c 'from rftkit.config import reference_markdown; print(reference_markdown())'`")
+
+
+def test_readme_names_the_two_commands():
+    text = README.read_text(encoding="utf-8")
+    assert "make train" in text and "make test" in text
+    assert "make test" in (README.parent / ".ci" / "run").read_text()
