@@ -1,0 +1,1 @@
+"""Experiments that compare training recipes on the embedded model: `rft experiment NAME`."""

@@ -1,0 +1,98 @@
+"""Shared pieces of the experiments: the Countdown base config, running one arm, tables and spreads."""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rftkit.config import parse_config
+
+# examples/countdown.yaml as data, so the experiments do not depend on the working directory.
+COUNTDOWN: dict[str, Any] = {
+    "model": {"name": "embedded"},
+    "lora": {"r": 16, "lora_alpha": 32, "target_modules": "all-linear"},
+    "data": {"source": "countdown", "train_size": 1000, "val_size": 500, "seed": 1234},
+    "graders": [{"name": "format", "type": "countdown_format", "weight": 0.1},
+                {"name": "correct", "type": "countdown", "weight": 1.0}],
+    "accuracy_grader": "correct",
+    "algorithm": "grpo",
+    "train": {"steps": 100000, "batch_size": 8, "learning_rate": 2.0e-4, "max_completion_length": 32,
+              "temperature": 1.0, "seed": 0, "threads": 1},  # 1 thread: wall-clock budgets stay fair on a shared CPU
+    "eval": {"eval_every": 100000},  # validate only before and after: the budget is training time
+    "save_every": 100000,
+    "samples_per_step": 0,
+}
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    train_size: int
+    seed: int
+    accuracy: float  # held-out sampled accuracy (temperature 1) after training
+    accuracy_greedy: float
+    start_accuracy: float  # before this arm's RL (the base model, or the model after its SFT warm-up)
+    start_accuracy_greedy: float
+    steps: int  # RL steps (0 for SFT only)
+    sft_steps: int
+    wall_seconds: float  # the arm's whole wall time, evaluation included
+
+
+def config_for(overrides: dict[str, Any]):
+    raw = copy.deepcopy(COUNTDOWN)
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return parse_config(raw, "experiment config")
+
+
+def run_rl_arm(arm: str, overrides: dict[str, Any], run_dir: Path) -> ArmResult:
+    from rftkit.trainer import train
+
+    config = config_for(overrides)
+    started = time.perf_counter()
+    summary = train(config, run_dir, progress=False)
+    warm = run_dir / "sft_warmup.json"
+    sft_steps = json.loads(warm.read_text())["sft_steps"] if warm.is_file() else 0
+    return ArmResult(arm, summary["train_size"], config.train.seed, summary["after"]["accuracy"],
+                     summary["after"]["accuracy_greedy"], summary["before"]["accuracy"],
+                     summary["before"]["accuracy_greedy"], summary["steps"], sft_steps,
+                     round(time.perf_counter() - started, 1))
+
+
+def run_sft_arm(arm: str, overrides: dict[str, Any], run_dir: Path) -> ArmResult:
+    from rftkit.sft import sft
+
+    config = config_for(overrides)
+    started = time.perf_counter()
+    summary = sft(config, run_dir, progress=False)
+    return ArmResult(arm, summary["train_size"], config.train.seed, summary["after"]["accuracy"],
+                     summary["after"]["accuracy_greedy"], summary["before"]["accuracy"],
+                     summary["before"]["accuracy_greedy"], 0, summary["sft_steps"],
+                     round(time.perf_counter() - started, 1))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def cell(values: list[float], base: float | None = None) -> str:
+    """'0.212 ± 0.010 (+46%)': mean, spread over seeds (when several), relative change against base."""
+    mean, std = mean_std(values)
+    text = f"{mean:.3f}" + (f" ± {std:.3f}" if len(values) > 1 else "")
+    if base is not None and base > 0:
+        text += f" ({(mean - base) / base:+.0%})"
+    return text
+
+
+def write_json(path: Path, results: list[ArmResult], meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))

@@ -1,0 +1,35 @@
+"""The experiment drivers end to end at a toy scale: every arm runs, the table, JSON and plot are written."""
+
+import json
+
+import pytest
+
+from rftkit.experiments import algorithms, common, data_efficiency
+from rftkit.experiments.data_efficiency import StudyPlan
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    # CI runs two test workers on two cores: a second intra-op thread per worker only contends.
+    monkeypatch.setitem(common.COUNTDOWN["train"], "threads", 1)
+
+
+def test_data_efficiency_study_writes_table_json_and_plot(tmp_path, monkeypatch):
+    plan = StudyPlan(sizes=(4,), budget_seconds=0.5, warmup_fraction=0.5, sft_learning_rate=1e-3, val_size=8)
+    monkeypatch.setitem(data_efficiency.PLANS, "quick", plan)
+    data_efficiency.main(quick=True, seeds=[0], output=str(tmp_path), budget=None)
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert {r["arm"] for r in results} == {"sft", "rft", "sft_rft"}
+    assert all(r["train_size"] == 4 for r in results)
+    sft_rft = next(r for r in results if r["arm"] == "sft_rft")
+    assert sft_rft["sft_steps"] >= 1 and sft_rft["steps"] >= 1
+    table = (tmp_path / "table.md").read_text()
+    assert "| N | base | SFT | RFT (GRPO) | SFT → RFT |" in table and "| 4 |" in table
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_algorithm_comparison_table(tmp_path):
+    algorithms.main(seeds=[0], budget=0.5, output=str(tmp_path), algorithms=["rloo", "ppo"], train_size=8,
+                    val_size=8)
+    table = (tmp_path / "table.md").read_text()
+    assert "| RLOO |" in table and "| PPO (value head, GAE) |" in table and "| base model |" in table
