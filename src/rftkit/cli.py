@@ -54,6 +54,34 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return run_grade(args.config, args.samples, args.output, args.show, args.overrides)
 
 
+def cmd_sft(args: argparse.Namespace) -> int:
+    from rftkit.config import load_config
+    from rftkit.sft import sft
+
+    config = load_config(args.config, args.overrides)
+    run_dir = Path(args.output or config.output_dir)
+    summary = sft(config, run_dir)
+    before, after = summary["before"], summary["after"]
+    print(f"\nheld-out ({summary['validation_size']} prompts), before -> after {summary['sft_steps']} SFT steps "
+          f"in {summary['sft_seconds']:.0f} s:")
+    for key in ("accuracy", "accuracy_greedy", "mean_reward"):
+        print(f"  {key:16s} {before[key]:.3f} -> {after[key]:.3f}")
+    print(f"run directory: {run_dir} (adapter: {run_dir / 'checkpoints' / ('step-' + str(summary['sft_steps']))})")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    if args.name == "countdown-data-efficiency":
+        from rftkit.experiments.data_efficiency import main as data_efficiency
+
+        data_efficiency(args.quick, args.seeds, args.output, args.budget)
+    else:  # algorithm-comparison (argparse restricts the choices)
+        from rftkit.experiments.algorithms import main as algorithm_comparison
+
+        algorithm_comparison(args.seeds, args.budget or (60.0 if args.quick else 300.0), args.output)
+    return 0
+
+
 def cmd_base_build(args: argparse.Namespace) -> int:
     from rftkit.models.embedded import EMBEDDED_DIR
     from rftkit.models.pretrain import PretrainRecipe, build
@@ -90,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_grade_arguments(grade)
     grade.set_defaults(func=cmd_grade)
 
+    sft = verbs.add_parser("sft", help="LoRA supervised fine-tuning on prompt -> completion pairs (the `sft:` section)")
+    sft.add_argument("config")
+    sft.add_argument("--output", help="run directory (default: the config's output_dir)")
+    _add_overrides(sft)
+    sft.set_defaults(func=cmd_sft)
+
+    experiment = verbs.add_parser("experiment", help="comparisons on the embedded model (docs/algorithms.md)")
+    experiment.add_argument("name", choices=["countdown-data-efficiency", "algorithm-comparison"])
+    experiment.add_argument("--quick", action="store_true", help="small budget: N=10 only (about 6 min on 2 cores)")
+    experiment.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
+    experiment.add_argument("--budget", type=float, help="training seconds per arm (default: the plan's)")
+    experiment.add_argument("--output", help="output directory (default: runs/experiments/NAME)")
+    experiment.set_defaults(func=cmd_experiment)
+
     base = verbs.add_parser("base", help="the embedded tiny model")
     base_verbs = base.add_subparsers(dest="base_verb", required=True)
     build = base_verbs.add_parser("build", help="pretrain the embedded model from scratch (offline, CPU)")
@@ -106,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
