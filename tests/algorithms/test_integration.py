@@ -66,3 +66,14 @@ def test_a_grpo_key_the_algorithm_fixes_is_an_error(tmp_path):
     raw = tiny_config_dict(tmp_path, algorithm="ppo", grpo__beta=0.1)
     with pytest.raises(ConfigError, match="grpo.beta: not used with algorithm ppo"):
         parse_config(raw, "x.yaml")
+
+
+@pytest.mark.parametrize("name", ["countdown", "dr_grpo", "dapo", "rloo", "ppo", "sft_warmup", "sft"])
+def test_example_configs_load(name):
+    from pathlib import Path
+
+    from rftkit.config import load_config
+
+    config = load_config(Path(__file__).parents[2] / "examples" / f"{name}.yaml")
+    assert config.algorithm == {"countdown": "grpo", "sft_warmup": "grpo", "sft": "grpo"}.get(name, name)
+    assert (config.sft_warmup is not None) == (name == "sft_warmup")
