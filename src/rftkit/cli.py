@@ -71,14 +71,9 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    if args.name == "countdown-data-efficiency":
-        from rftkit.experiments.data_efficiency import main as data_efficiency
+    from rftkit.experiments import EXPERIMENTS
 
-        data_efficiency(args.quick, args.seeds, args.output, args.budget)
-    else:  # algorithm-comparison (argparse restricts the choices)
-        from rftkit.experiments.algorithms import main as algorithm_comparison
-
-        algorithm_comparison(args.seeds, args.budget or (60.0 if args.quick else 300.0), args.output)
+    EXPERIMENTS[args.name](args.quick, args.seeds, args.output, args.budget)
     return 0
 
 
@@ -125,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sft.set_defaults(func=cmd_sft)
 
     experiment = verbs.add_parser("experiment", help="comparisons on the embedded model (docs/algorithms.md)")
-    experiment.add_argument("name", choices=["countdown-data-efficiency", "algorithm-comparison"])
+    experiment.add_argument("name", choices=["countdown-data-efficiency", "algorithm-comparison"])  # EXPERIMENTS
     experiment.add_argument("--quick", action="store_true", help="small budget: N=10 only (about 6 min on 2 cores)")
     experiment.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
     experiment.add_argument("--budget", type=float, help="training seconds per arm (default: the plan's)")
