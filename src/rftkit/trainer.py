@@ -27,7 +27,7 @@ from rftkit.config import RFTConfig, dump_config
 from rftkit.data import Example
 from rftkit.evaluate import evaluate, is_accurate
 from rftkit.graders import WeightedGrader, build_graders
-from rftkit.collect import StepData, collect, rewards_and_weights  # noqa: F401 (rewards_and_weights: public here)
+from rftkit.collect import StepData, collect
 from rftkit.metrics import JsonlSink, overfitting_warning, sample_records
 from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer, lora_parameters
 from rftkit.objectives import ALGORITHMS, AlgorithmSpec, Models, new_value_head, next_kl_coef
