@@ -17,6 +17,12 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, e.g. --set train.steps=20 (repeatable)")
 
 
+def _print_before_after(summary: dict, header: str) -> None:
+    print("\n" + header)
+    for key in ("accuracy", "accuracy_greedy", "mean_reward"):
+        print(f"  {key:16s} {summary['before'][key]:.3f} -> {summary['after'][key]:.3f}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from rftkit.config import load_config
     from rftkit.trainer import train
@@ -31,11 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.overrides)
         run_dir = Path(args.output or config.output_dir)
     summary = train(config, run_dir, resume=bool(args.resume))
-    before, after = summary["before"], summary["after"]
-    print(f"\nheld-out ({summary['validation_size']} prompts, seed {summary['seed']}), before -> after "
-          f"{summary['steps']} steps in {summary['wall_seconds']:.0f} s:")
-    for key in ("accuracy", "accuracy_greedy", "mean_reward"):
-        print(f"  {key:16s} {before[key]:.3f} -> {after[key]:.3f}")
+    _print_before_after(summary, f"held-out ({summary['validation_size']} prompts, seed {summary['seed']}), before "
+                        f"-> after {summary['steps']} steps in {summary['wall_seconds']:.0f} s:")
     print(f"run directory: {run_dir}")
     return 0
 
@@ -61,11 +64,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     run_dir = Path(args.output or config.output_dir)
     summary = sft(config, run_dir)
-    before, after = summary["before"], summary["after"]
-    print(f"\nheld-out ({summary['validation_size']} prompts), before -> after {summary['sft_steps']} SFT steps "
-          f"in {summary['sft_seconds']:.0f} s:")
-    for key in ("accuracy", "accuracy_greedy", "mean_reward"):
-        print(f"  {key:16s} {before[key]:.3f} -> {after[key]:.3f}")
+    _print_before_after(summary, f"held-out ({summary['validation_size']} prompts), before -> after "
+                        f"{summary['sft_steps']} SFT steps in {summary['sft_seconds']:.0f} s:")
     print(f"run directory: {run_dir} (adapter: {run_dir / 'checkpoints' / ('step-' + str(summary['sft_steps']))})")
     return 0
 

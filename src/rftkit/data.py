@@ -11,7 +11,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 
 class DataError(ValueError):
@@ -87,22 +87,25 @@ def example_from_row(row: Any, where: str) -> Example:
                    fields=fields)
 
 
-def load_jsonl(path: str | Path) -> list[Example]:
-    """Read a JSONL dataset; a malformed line raises `DataError` naming file and line."""
+def read_jsonl_rows(path: str | Path, what: str = "dataset") -> Iterator[tuple[Any, str]]:
+    """(parsed row, "file:line") for each non-blank line; invalid JSON raises `DataError` naming the line."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: dataset file not found")
-    examples: list[Example] = []
+        raise DataError(f"{path}: {what} file not found")
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{line_no}"
             try:
-                row = json.loads(line)
+                yield json.loads(line), where
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            examples.append(example_from_row(row, where))
+
+
+def load_jsonl(path: str | Path) -> list[Example]:
+    """Read a JSONL dataset; a malformed line raises `DataError` naming file and line."""
+    examples = [example_from_row(row, where) for row, where in read_jsonl_rows(path)]
     if not examples:
         raise DataError(f"{path}: dataset is empty")
     return examples

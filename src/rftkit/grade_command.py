@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from rftkit.config import ConfigError, RFTConfig, load_config
-from rftkit.data import DataError, Example, example_from_row, load_hf_dataset, load_jsonl, write_jsonl
+from rftkit.data import DataError, Example, example_from_row, load_hf_dataset, load_jsonl, read_jsonl_rows, write_jsonl
 from rftkit.graders import build_graders
 from rftkit.graders.combine import GradedCompletion, GradingStats, grade_all
 
@@ -36,24 +36,13 @@ def add_grade_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_samples(path: str) -> tuple[list[Example], list[str]]:
     """Rows of `--samples`; a bad line raises DataError naming file:line."""
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"{path}: samples file not found")
     examples, completions = [], []
-    with file.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("completion"), str):
-                raise DataError(f"{where}: each line needs a string 'completion' beside the example's fields")
-            completion = row.pop("completion")
-            examples.append(example_from_row(row, where))
-            completions.append(completion)
+    for row, where in read_jsonl_rows(path, "samples"):
+        if not isinstance(row, dict) or not isinstance(row.get("completion"), str):
+            raise DataError(f"{where}: each line needs a string 'completion' beside the example's fields")
+        completion = row.pop("completion")
+        examples.append(example_from_row(row, where))
+        completions.append(completion)
     if not examples:
         raise DataError(f"{path}: no samples")
     return examples, completions
