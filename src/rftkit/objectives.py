@@ -69,20 +69,20 @@ def next_kl_coef(config: RFTConfig, kl_coef: float, observed_kl: float, num_comp
     return adaptive_kl_coefficient(kl_coef, observed_kl, cfg.target_kl, cfg.kl_horizon, num_completions)
 
 
-def _grpo_loss(c: RFTConfig) -> PolicyLoss:
+def _grpo_loss(c: RFTConfig, kl_coef: float) -> PolicyLoss:
     return PolicyLoss(c.grpo.epsilon, c.grpo.epsilon_high, c.grpo.beta, c.grpo.loss_aggregation)
 
 
-def _dr_grpo_loss(c: RFTConfig) -> PolicyLoss:
+def _dr_grpo_loss(c: RFTConfig, kl_coef: float) -> PolicyLoss:
     return PolicyLoss(c.grpo.epsilon, c.grpo.epsilon_high, c.grpo.beta, "constant", c.train.max_completion_length)
 
 
-def _dapo_loss(c: RFTConfig) -> PolicyLoss:
+def _dapo_loss(c: RFTConfig, kl_coef: float) -> PolicyLoss:
     return PolicyLoss(c.grpo.epsilon, c.dapo.epsilon_high, c.grpo.beta, "token")
 
 
-def _ppo_loss(c: RFTConfig) -> PolicyLoss:
-    beta = c.ppo.kl_coef if c.ppo.kl_in == "loss" else 0.0
+def _ppo_loss(c: RFTConfig, kl_coef: float) -> PolicyLoss:
+    beta = kl_coef if c.ppo.kl_in == "loss" else 0.0  # the current, possibly adapted, coefficient
     return PolicyLoss(c.grpo.epsilon, c.grpo.epsilon_high, beta, "token", vf_coef=c.ppo.vf_coef,
                       value_clip=c.ppo.value_clip)
 
@@ -99,7 +99,7 @@ def no_shaping(rewards: torch.Tensor, batch: RolloutBatch, config: RFTConfig) ->
 @dataclass(frozen=True)
 class AlgorithmSpec:
     targets: Callable[[Models, RolloutBatch, torch.Tensor, RFTConfig], UpdateTargets]
-    loss: Callable[[RFTConfig], PolicyLoss]
+    loss: Callable[[RFTConfig, float], PolicyLoss]  # (config, PPO's current KL coefficient)
     shape_rewards: Callable[[torch.Tensor, RolloutBatch, RFTConfig], torch.Tensor] = no_shaping
     dynamic_sampling: bool = False  # drop tied groups and refill the batch (DAPO)
     value_head: bool = False

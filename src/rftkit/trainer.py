@@ -216,7 +216,7 @@ def train(config: RFTConfig, run_dir: str | Path, resume: bool = False, progress
         t2 = time.perf_counter()
         models = Models(run.policy, run.value_head, run.kl_coef)
         targets = run.algorithm.targets(models, data.rollouts, data.rewards, cfg)
-        loss = run.algorithm.loss(cfg)
+        loss = run.algorithm.loss(cfg, run.kl_coef)
         set_learning_rate(run)
         for _ in range(cfg.grpo.num_iterations):
             stats = update_policy(run.policy, run.optimizer, run.params, data.rollouts, targets.advantages,

@@ -17,7 +17,7 @@ OVERRIDES = {
     "dr_grpo": {},
     "dapo": {"dapo__overlong_buffer": 4},
     "rloo": {},
-    "ppo": {"ppo__adaptive_kl": True},
+    "ppo": {"ppo__adaptive_kl": True, "ppo__kl_in": "loss"},
 }
 
 
