@@ -116,6 +116,16 @@ class EvalConfig(Section):
 ALGORITHMS = ("grpo", "dr_grpo", "dapo", "rloo", "ppo")
 
 
+class RolloutConfig(Section):
+    backend: Literal["hf", "vllm"] = Field("hf", description="Sampling backend: 'hf' (the built-in KV-cache sampler, "
+                                         "CPU or GPU) or 'vllm' (GPU hosts; `pip install rftkit[vllm]`; the current "
+                                         "LoRA adapter is saved and loaded into vLLM every step).")
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vllm only: fraction of GPU memory vLLM may "
+                                          "take (the training model shares the GPU).")
+    max_model_len: int | None = Field(None, ge=1, description="vllm only: longest prompt + completion in tokens "
+                                      "(null: the model's own limit).")
+
+
 class DapoConfig(Section):
     """DAPO's own knobs (Yu et al. 2025); used only when algorithm: dapo."""
 
@@ -179,6 +189,7 @@ class RFTConfig(Section):
     sft_warmup: SftConfig | None = Field(None, description="Run this SFT stage on the adapter before RFT starts.")
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     save_every: int = Field(100, ge=1, description="Write checkpoints/step-N every N steps (and at the end).")
     samples_per_step: int = Field(4, ge=0, description="Completions per step written to samples.jsonl.")
     output_dir: str = Field("runs/countdown", description="Run directory (config, metrics, samples, checkpoints).")

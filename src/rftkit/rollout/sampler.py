@@ -1,11 +1,16 @@
 """Batched sampling with a KV cache, recording per-token log-probs while sampling.
 
 Each distinct prompt is encoded once (one prefill over B prompts), its cache is then expanded
-to B*G rows, and all B*G completions decode together. Rows that finished are dropped from the
-batch (and from the cache) as they finish, so a batch costs what its longest live rows cost.
+to B*G rows, and all B*G completions decode together. The cache is allocated once at its final
+length and written in place (no per-token concatenation); the attention mask is one preallocated
+boolean buffer, passed as the 4-D mask so that no mask is rebuilt per step. Finished rows are
+dropped from the batch and the cache once a quarter of the live rows have finished: pruning
+costs a copy of the cache, so pruning on every finish costs more than it saves.
+
 The log-prob of each sampled token is taken from the same logits it was sampled from,
-log_softmax(logits / temperature): with one optimisation pass per batch these are exactly the
-old-policy log-probs, and no extra forward is needed.
+log_softmax(logits / temperature)[token] = logits[token] / T - logsumexp(logits / T): with one
+optimisation pass per batch these are exactly the old-policy log-probs, and no extra forward
+is needed (tests/rollout/test_logprobs.py checks them against a fresh forward).
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import inspect
 from dataclasses import dataclass
 
 import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+PRUNE_FRACTION = 0.25  # drop finished rows once this fraction of the live rows has finished
 
 
 @dataclass
@@ -25,21 +33,57 @@ class SampleOutput:
     logprobs: torch.Tensor  # [N, T] log pi_old(token) under the sampling temperature; 0 where masked
 
 
+class PreallocatedLayer(DynamicLayer):
+    """A KV-cache layer allocated once at `capacity` positions and written in place.
+
+    `update` returns views of the filled prefix, so attention sees exactly what a growing cache
+    would hold, without the per-token `torch.cat` of the whole cache.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        rows, heads, _, _ = key_states.shape
+        self.key_buffer = key_states.new_empty((rows, heads, self.capacity, key_states.shape[-1]))  # [R, H, C, D]
+        self.value_buffer = value_states.new_empty((rows, heads, self.capacity, value_states.shape[-1]))
+        self.device, self.is_initialized = key_states.device, True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        self.key_buffer[:, :, self.length:end] = key_states
+        self.value_buffer[:, :, self.length:end] = value_states
+        self.length = end
+        self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
+        self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
+
+
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _cache_kwarg(model) -> str:
     """transformers 5 renamed `past_key_values` to `cache`; support both."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(base.forward).parameters
+    params = inspect.signature(_base(model).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _new_cache(model):
-    from transformers import DynamicCache
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        return DynamicCache(config=base.config)
-    except TypeError:  # older transformers
-        return DynamicCache()
+def _new_cache(model, capacity: int) -> Cache:
+    layers = _base(model).config.get_text_config(decoder=True).num_hidden_layers
+    return Cache(layers=[PreallocatedLayer(capacity) for _ in range(layers)])
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,32 +99,48 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
 
 def _pick_tokens(logits: torch.Tensor, temperature: float, top_p: float, greedy: bool,
                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one token per row; return (tokens [R], log-probs [R] under logits/temperature)."""
-    logprobs_all = torch.log_softmax(logits.float() / temperature, dim=-1)
+    """Sample one token per row; return (tokens [R], log-probs [R] under logits/temperature).
+
+    Sampling is the Gumbel-max form of the categorical draw, argmax(logits/T - log E) with
+    E ~ Exp(1), so no probability vector is materialised; only the chosen token's log-prob is
+    computed, as its scaled logit minus the row's logsumexp.
+    """
+    scaled = logits.float() / temperature  # [R, V]
     if greedy:
-        tokens = logprobs_all.argmax(dim=-1)
-    else:
-        probs = logprobs_all.exp()
-        if top_p < 1.0:
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            keep = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p  # always keeps the top token
-            sorted_probs = sorted_probs * keep
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        tokens = scaled.argmax(dim=-1)
+    elif top_p < 1.0:
+        probs = torch.softmax(scaled, dim=-1)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        keep = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p  # always keeps the top token
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    return tokens, logprobs_all.gather(-1, tokens[:, None]).squeeze(-1)
+    else:
+        noise = torch.empty_like(scaled).exponential_(generator=generator)
+        tokens = (scaled - noise.log()).argmax(dim=-1)
+    chosen = scaled.gather(-1, tokens[:, None]).squeeze(-1)
+    return tokens, chosen - torch.logsumexp(scaled, dim=-1)
 
 
-@torch.no_grad()
 def sample(model, prompts: list[list[int]], num_generations: int, max_new_tokens: int, eos_ids: set[int],
            pad_id: int, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
            generator: torch.Generator | None = None) -> SampleOutput:
     """Sample `num_generations` completions for each prompt (token-id lists)."""
+    out = _sample(model, prompts, num_generations, max_new_tokens, eos_ids, pad_id, temperature, top_p, greedy,
+                  generator)
+    # Inference-mode tensors cannot enter autograd (the update uses old_logprobs); copies made here can.
+    return SampleOutput(*(t.clone() for t in (out.prompt_ids, out.prompt_mask, out.completion_ids,
+                                              out.completion_mask, out.logprobs)))
+
+
+@torch.inference_mode()
+def _sample(model, prompts, num_generations, max_new_tokens, eos_ids, pad_id, temperature, top_p, greedy,
+            generator) -> SampleOutput:
     prompt_ids, prompt_mask = left_pad(prompts, pad_id)
-    cache = _new_cache(model)
-    cache_key = _cache_kwarg(model)
+    width = prompt_ids.shape[1]
+    cache, cache_key = _new_cache(model, width + max_new_tokens), _cache_kwarg(model)
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
-                **{cache_key: cache})
+                logits_to_keep=1, **{cache_key: cache})
     last_logits = out.logits[:, -1, :]
     # Expand the prefill to B*G rows: each prompt was encoded once.
     if num_generations > 1:
@@ -92,27 +152,56 @@ def sample(model, prompts: list[list[int]], num_generations: int, max_new_tokens
     completion_ids = torch.full((n, max_new_tokens), pad_id, dtype=torch.long)
     completion_mask = torch.zeros((n, max_new_tokens), dtype=torch.long)
     logprobs = torch.zeros((n, max_new_tokens), dtype=torch.float32)
-    live = torch.arange(n)  # original row index of each row still in the batch
-    attention = prompt_mask.clone()  # [live, P + t]
-    next_position = prompt_mask.sum(-1)  # [live]
+    rows = torch.arange(n)  # original row index of each row in the (possibly pruned) batch
+    running = torch.ones(n, dtype=torch.bool)  # [rows] not finished yet
+    attention = torch.zeros((n, width + max_new_tokens), dtype=torch.bool)  # [rows, P + T]
+    attention[:, :width] = prompt_mask.bool()
+    next_position = prompt_mask.sum(-1)  # [rows]
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long)
     for step in range(max_new_tokens):
         tokens, token_logprobs = _pick_tokens(last_logits, temperature, top_p, greedy, generator)
-        completion_ids[live, step] = tokens
+        live = rows[running]
+        completion_ids[live, step] = tokens[running]
         completion_mask[live, step] = 1
-        logprobs[live, step] = token_logprobs
-        done = torch.isin(tokens, eos)
-        if step == max_new_tokens - 1 or bool(done.all()):
+        logprobs[live, step] = token_logprobs[running]
+        running &= ~torch.isin(tokens, eos)
+        finished = len(rows) - int(running.sum())
+        if step == max_new_tokens - 1 or finished == len(rows):
             break
-        if bool(done.any()):  # drop finished rows from the batch and the cache
-            keep = (~done).nonzero().squeeze(-1)
+        if finished and finished >= PRUNE_FRACTION * len(rows):  # drop finished rows from the batch and the cache
+            keep = running.nonzero().squeeze(-1)
             cache.batch_select_indices(keep)
-            live, tokens, attention, next_position = live[keep], tokens[keep], attention[keep], next_position[keep]
-        attention = torch.cat([attention, torch.ones((len(live), 1), dtype=torch.long)], dim=-1)
-        out = model(input_ids=tokens[:, None], attention_mask=attention, position_ids=next_position[:, None],
-                    use_cache=True, **{cache_key: cache})
+            rows, tokens, attention, next_position = rows[keep], tokens[keep], attention[keep], next_position[keep]
+            running = running[keep]
+        attention[:, width + step] = True
+        out = model(input_ids=tokens[:, None], attention_mask=attention[:, None, None, :width + step + 1],
+                    position_ids=next_position[:, None], use_cache=True, **{cache_key: cache})
         next_position = next_position + 1
         last_logits = out.logits[:, -1, :]
-    width = int(completion_mask.sum(-1).max().item()) if n else 0
-    return SampleOutput(prompt_ids, prompt_mask, completion_ids[:, :width], completion_mask[:, :width],
-                        logprobs[:, :width])
+    used = int(completion_mask.sum(-1).max().item()) if n else 0
+    return SampleOutput(prompt_ids, prompt_mask, completion_ids[:, :used], completion_mask[:, :used],
+                        logprobs[:, :used])
+
+
+@torch.no_grad()
+def generate_with_logprobs(model, prompts: list[list[int]], num_generations: int, max_new_tokens: int,
+                           eos_ids: set[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
+                           greedy: bool = False) -> SampleOutput:
+    """The same contract as `sample`, through `model.generate` (the baseline `benchmarks/rollout.py` measures).
+
+    `generate` expands each prompt G times before the prefill and keeps finished rows in the
+    batch; the log-probs come from its raw logits (`output_logits`) under the same temperature.
+    """
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id)
+    out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
+                         do_sample=not greedy, temperature=temperature if not greedy else None, top_p=top_p,
+                         top_k=None, num_return_sequences=num_generations, eos_token_id=sorted(eos_ids),
+                         pad_token_id=pad_id, output_logits=True, return_dict_in_generate=True)
+    completion_ids = out.sequences[:, prompt_ids.shape[1]:]  # [N, T]
+    is_eos = torch.isin(completion_ids, torch.tensor(sorted(eos_ids)))
+    completion_mask = ((is_eos.long().cumsum(-1) - is_eos.long()) == 0).long()  # up to and including the first EOS
+    logits = torch.stack(out.logits, dim=1).float() / temperature  # [N, T, V]
+    logprobs = torch.log_softmax(logits, -1).gather(-1, completion_ids[:, :, None]).squeeze(-1) * completion_mask
+    completion_ids = torch.where(completion_mask.bool(), completion_ids, pad_id)
+    return SampleOutput(prompt_ids.repeat_interleave(num_generations, 0),
+                        prompt_mask.repeat_interleave(num_generations, 0), completion_ids, completion_mask, logprobs)
