@@ -31,7 +31,7 @@ from rftkit.collect import StepData, collect
 from rftkit.metrics import JsonlSink, overfitting_warning, sample_records
 from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer, lora_parameters
 from rftkit.objectives import ALGORITHMS, AlgorithmSpec, Models, new_value_head, next_kl_coef
-from rftkit.rollout import generate_rollouts
+from rftkit.rollout import RolloutBackend, build_backend
 from rftkit.sft import new_optimizer, run_sft
 from rftkit.tasks import load_examples
 from rftkit.training_setup import seed_everything, set_threads
@@ -60,6 +60,7 @@ class Run:
     algorithm: AlgorithmSpec
     value_head: torch.nn.Module | None = None  # PPO's value head on the last hidden state
     kl_coef: float = 0.0  # PPO's KL coefficient (adapted when ppo.adaptive_kl)
+    rollout: RolloutBackend | None = None  # built on first use from config.rollout (hf or vllm)
 
 
 def _value_head(config: RFTConfig, policy, checkpoint: Path | None) -> tuple[torch.nn.Module | None, float]:
@@ -184,7 +185,8 @@ def sft_warmup(run: Run) -> None:
 
 def collect_step(run: Run) -> StepData:
     cfg = run.config
-    sample = lambda prompts: generate_rollouts(  # noqa: E731
+    run.rollout = run.rollout or build_backend(cfg, run.run_dir)
+    sample = lambda prompts: run.rollout.generate(  # noqa: E731
         run.policy, run.tokenizer, prompts, cfg.grpo.num_generations, cfg.train.max_completion_length,
         cfg.train.temperature, cfg.train.top_p, run.generator, cfg.model, cfg.data.system_prompt)
     shape = lambda rewards, batch: run.algorithm.shape_rewards(rewards, batch, cfg)  # noqa: E731

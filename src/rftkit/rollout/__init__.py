@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import torch
 
+from rftkit.config import RFTConfig
 from rftkit.data import Example
 from rftkit.models.loading import encode_prompts, stop_token_ids
 from rftkit.rollout.sampler import SampleOutput, sample
@@ -40,3 +43,30 @@ def generate_rollouts(policy, tokenizer, examples: list[Example], num_generation
     repeated = [example for example in examples for _ in range(num_generations)]
     return RolloutBatch(repeated, completions, out.prompt_ids, out.prompt_mask, out.completion_ids,
                         out.completion_mask, out.logprobs, num_generations)
+
+
+class RolloutBackend(Protocol):
+    """Anything with `generate_rollouts`' signature as a `generate` method."""
+
+    def generate(self, policy, tokenizer, examples: list[Example], num_generations: int, max_new_tokens: int,
+                 temperature: float, top_p: float, generator: torch.Generator, model_config,
+                 system_prompt: str | None, greedy: bool = False) -> RolloutBatch: ...
+
+
+class HFBackend:
+    """The built-in KV-cache sampler on the policy itself (CPU or GPU)."""
+
+    generate = staticmethod(generate_rollouts)
+
+
+def build_backend(config: RFTConfig, run_dir: Path) -> RolloutBackend:
+    """The one place `rollout.backend` is read."""
+    if config.rollout.backend == "vllm":
+        from rftkit.models.loading import resolve_model_path
+        from rftkit.rollout.vllm_backend import VllmBackend, create_engine
+
+        engine = create_engine(resolve_model_path(config.model.name), config.model.dtype, config.lora.r,
+                               config.rollout.gpu_memory_utilization, config.rollout.max_model_len,
+                               config.train.seed)
+        return VllmBackend(engine, adapter_root=run_dir / "vllm_adapter")
+    return HFBackend()
