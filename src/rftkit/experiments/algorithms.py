@@ -20,7 +20,7 @@ LABELS = {"grpo": "GRPO", "dr_grpo": "Dr. GRPO", "dapo": "DAPO", "rloo": "RLOO",
 def table(results: list[ArmResult], algorithms: list[str]) -> str:
     base = [r.start_accuracy for r in results]
     base_greedy = [r.start_accuracy_greedy for r in results]
-    lines = ["| algorithm | held-out accuracy (T=1) | greedy | RL steps in budget |", "|---|---|---|---|",
+    lines = ["| algorithm | held-out accuracy (T=1) | greedy | RL steps in budget (per seed) |", "|---|---|---|---|",
              f"| base model | {cell(base[:len(base) // len(algorithms)])} | "
              f"{cell(base_greedy[:len(base) // len(algorithms)])} | 0 |"]
     mean_base = sum(base) / len(base)
@@ -29,7 +29,7 @@ def table(results: list[ArmResult], algorithms: list[str]) -> str:
         rows = [r for r in results if r.arm == name]
         lines.append(f"| {LABELS[name]} | {cell([r.accuracy for r in rows], mean_base)} | "
                      f"{cell([r.accuracy_greedy for r in rows], mean_base_greedy)} | "
-                     f"{cell([float(r.steps) for r in rows]).split(' ')[0]} |")
+                     f"{' / '.join(str(r.steps) for r in rows)} |")
     return "\n".join(lines)
 
 
