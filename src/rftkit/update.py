@@ -57,10 +57,13 @@ def _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, wi
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attention = torch.cat([prompt_mask, completion_mask], dim=1)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, output_hidden_states=with_hidden)
+    # The LM head runs only on the W + 1 last positions (logits_to_keep): prompt positions but the last
+    # predict nothing we score, and on a large vocabulary their logits would dominate time and memory.
+    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, output_hidden_states=with_hidden,
+                logits_to_keep=completion_ids.shape[1] + 1)
     window = slice(prompt_ids.shape[1] - 1, -1)  # position t predicts completion token t
     hidden = out.hidden_states[-1][:, window, :] if with_hidden else None
-    return out.logits[:, window, :].float(), hidden, completion_ids
+    return out.logits[:, :-1, :].float(), hidden, completion_ids
 
 
 def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
