@@ -33,3 +33,12 @@ def test_algorithm_comparison_table(tmp_path):
                     val_size=8)
     table = (tmp_path / "table.md").read_text()
     assert "| RLOO |" in table and "| PPO (value head, GAE) |" in table and "| base model |" in table
+
+
+def test_table_groups_by_requested_size_not_the_deduplicated_count():
+    from rftkit.experiments.common import ArmResult
+
+    rows = [ArmResult(arm, 993, 0, acc, acc, 0.15, 0.3, 1, 0, 1.0, requested_size=1000)
+            for arm, acc in (("sft", 0.1), ("rft", 0.3), ("sft_rft", 0.2))]
+    text = data_efficiency.table(rows, (1000,), "accuracy")
+    assert "| 1000 | 0.150 | 0.100 (-33%) | 0.300 (+100%) | 0.200 (+33%) |" in text

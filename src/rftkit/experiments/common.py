@@ -41,6 +41,7 @@ class ArmResult:
     steps: int  # RL steps (0 for SFT only)
     sft_steps: int
     wall_seconds: float  # the arm's whole wall time, evaluation included
+    requested_size: int | None = None  # the study's N (train_size can be a few less: held-out duplicates are dropped)
 
 
 def config_for(overrides: dict[str, Any]):

@@ -58,6 +58,7 @@ def run_study(plan: StudyPlan, seeds: list[int], output: Path, log=print) -> lis
             for arm, (runner, overrides) in ARMS.items():
                 settings = {"data.train_size": n, "data.val_size": plan.val_size, "train.seed": seed} | overrides(plan)
                 result = runner(arm, settings, output / "runs" / f"n{n}-seed{seed}-{arm}")
+                result.requested_size = n
                 results.append(result)
                 log(f"N={n} seed={seed} {arm:8s} accuracy {result.accuracy:.3f} (greedy {result.accuracy_greedy:.3f})"
                     f"  start {result.start_accuracy:.3f}  rl steps {result.steps}  sft steps {result.sft_steps}"
@@ -67,8 +68,8 @@ def run_study(plan: StudyPlan, seeds: list[int], output: Path, log=print) -> lis
 
 def _values(results: list[ArmResult], n: int, arm: str, key: str) -> list[float]:
     if arm == "base":  # the RFT arm's step-0 validation is the untouched base model
-        return [getattr(r, "start_" + key) for r in results if r.train_size == n and r.arm == "rft"]
-    return [getattr(r, key) for r in results if r.train_size == n and r.arm == arm]
+        return [getattr(r, "start_" + key) for r in results if r.requested_size == n and r.arm == "rft"]
+    return [getattr(r, key) for r in results if r.requested_size == n and r.arm == arm]
 
 
 def table(results: list[ArmResult], sizes: tuple[int, ...], key: str) -> str:
