@@ -4,8 +4,9 @@ GRPO: Shao et al. 2024, "DeepSeekMath", eq. (3) and section 4.1.2 (outcome super
 Included: group-relative advantages (optionally std-scaled), PPO's clipped ratio (Schulman
 et al. 2017, eq. 7) with an optional separate upper bound (DAPO's clip-higher, Yu et al. 2025),
 the unbiased k3 KL estimator to the reference (Schulman 2020, "Approximating KL divergence"),
-and the choice of per-sequence or per-token loss aggregation. Omitted: a value function
-(see ppo.py) and any entropy bonus.
+and the choice of loss aggregation from the AGGREGATIONS registry: per sequence (GRPO), per
+token (DAPO) or by a constant (Dr. GRPO, Liu et al. 2025, which also drops the std scaling).
+Omitted: a value function (see ppo.py) and any entropy bonus.
 """
 
 from __future__ import annotations
