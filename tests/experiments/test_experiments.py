@@ -42,3 +42,13 @@ def test_table_groups_by_requested_size_not_the_deduplicated_count():
             for arm, acc in (("sft", 0.1), ("rft", 0.3), ("sft_rft", 0.2))]
     text = data_efficiency.table(rows, (1000,), "accuracy")
     assert "| 1000 | 0.150 | 0.100 (-33%) | 0.300 (+100%) | 0.200 (+33%) |" in text
+
+
+def test_algorithm_table_takes_one_base_value_per_seed():
+    from rftkit.experiments.common import ArmResult
+
+    rows = [ArmResult(name, 8, seed, acc, acc, base, 0.3, 10, 0, 1.0)
+            for seed, base in ((0, 0.1), (1, 0.3)) for name, acc in (("grpo", 0.4), ("rloo", 0.2))]
+    text = algorithms.table(rows, ["grpo", "rloo"])
+    assert "| base model | 0.200 ± 0.141 |" in text
+    assert "| GRPO | 0.400 ± 0.000 (+100%) |" in text

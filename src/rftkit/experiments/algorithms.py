@@ -18,11 +18,12 @@ LABELS = {"grpo": "GRPO", "dr_grpo": "Dr. GRPO", "dapo": "DAPO", "rloo": "RLOO",
 
 
 def table(results: list[ArmResult], algorithms: list[str]) -> str:
-    base = [r.start_accuracy for r in results]
-    base_greedy = [r.start_accuracy_greedy for r in results]
+    # Every run of one seed starts from the same base model and evaluation stream: one base value per seed.
+    per_seed = {r.seed: r for r in results}
+    base = [r.start_accuracy for r in per_seed.values()]
+    base_greedy = [r.start_accuracy_greedy for r in per_seed.values()]
     lines = ["| algorithm | held-out accuracy (T=1) | greedy | RL steps in budget (per seed) |", "|---|---|---|---|",
-             f"| base model | {cell(base[:len(base) // len(algorithms)])} | "
-             f"{cell(base_greedy[:len(base) // len(algorithms)])} | 0 |"]
+             f"| base model | {cell(base)} | {cell(base_greedy)} | 0 |"]
     mean_base = sum(base) / len(base)
     mean_base_greedy = sum(base_greedy) / len(base_greedy)
     for name in algorithms:
