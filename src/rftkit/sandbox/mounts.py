@@ -42,7 +42,10 @@ def setup_execution_mounts(state: "WorkerState") -> str:
     _linux.unshare(_linux.CLONE_NEWNS | _linux.CLONE_NEWIPC)
     owner = f",uid={state.uid},gid={state.uid}" if state.uid is not None else ""
     safe = _linux.MS_NOSUID | _linux.MS_NODEV
+    # An interpreter or virtual environment living under /tmp (a CI checkout) must stay readable.
+    keep = _open_beneath(state.expose, "/tmp")
     _linux.mount("tmpfs", "/tmp", "tmpfs", safe, f"size={state.config.tmp_size_mb}m,mode=0700{owner}")
+    _bind_back_readonly(keep)
     if state.pidns:
         _linux.mount("proc", "/proc", "proc", safe | _linux.MS_NOEXEC)
     os.mkdir("/tmp/work", 0o700)
@@ -55,11 +58,21 @@ def _hide_paths(state: "WorkerState", safe: int) -> None:
     """Cover the task data (hidden tests) and home directories with an empty read-only tmpfs, binding back
     only the interpreter directories beneath them."""
     for hidden in state.hide:
-        keep = [(d, os.open(d, os.O_PATH)) for d in state.expose if _under(d, hidden) and d != hidden]
+        keep = _open_beneath(state.expose, hidden)
         _linux.mount("tmpfs", hidden, "tmpfs", safe, "size=64k,mode=0755")
-        for path, fd in keep:
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            _linux.mount(f"/proc/self/fd/{fd}", path, None, _linux.MS_BIND | _linux.MS_REC)
-            _linux.make_tree_readonly(path)
-            os.close(fd)
+        _bind_back_readonly(keep)
         _linux.mount("none", hidden, None, _linux.MS_REMOUNT | _linux.MS_RDONLY | safe)
+
+
+def _open_beneath(paths: tuple[str, ...], root: str) -> list[tuple[str, int]]:
+    """O_PATH handles on the `paths` strictly beneath `root`, taken before `root` is covered."""
+    return [(d, os.open(d, os.O_PATH)) for d in paths if _under(d, root) and d != root]
+
+
+def _bind_back_readonly(keep: list[tuple[str, int]]) -> None:
+    """Re-expose covered directories read-only; recursive binds keep the hidden mounts inside them."""
+    for path, fd in keep:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _linux.mount(f"/proc/self/fd/{fd}", path, None, _linux.MS_BIND | _linux.MS_REC)
+        _linux.make_tree_readonly(path)
+        os.close(fd)
