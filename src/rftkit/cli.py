@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(sft)
     sft.set_defaults(func=cmd_sft)
 
-    experiment = verbs.add_parser("experiment", help="comparisons on the embedded model (docs/algorithms.md)")
+    experiment = verbs.add_parser("experiment", help="comparisons on the embedded model (README: Algorithms)")
     experiment.add_argument("name", choices=["countdown-data-efficiency", "algorithm-comparison"])  # EXPERIMENTS
     experiment.add_argument("--quick", action="store_true", help="small budget: N=10 only (about 6 min on 2 cores)")
     experiment.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")

@@ -180,7 +180,7 @@ class RFTConfig(Section):
                                         "accuracy_threshold); null: the combined reward decides.")
     accuracy_threshold: float = Field(1.0, ge=0, le=1, description="Score counted as a correct answer.")
     algorithm: Literal["grpo", "dr_grpo", "dapo", "rloo", "ppo"] = Field(
-        "grpo", description="Policy-optimisation algorithm: grpo, dr_grpo, dapo, rloo or ppo (docs/algorithms.md). "
+        "grpo", description="Policy-optimisation algorithm: grpo, dr_grpo, dapo, rloo or ppo (README: Algorithms). "
         "All share the `grpo:` section's num_generations, epsilon and num_iterations.")
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     dapo: DapoConfig = Field(default_factory=DapoConfig)

@@ -3,7 +3,7 @@
 Every algorithm starts from the same embedded model and LoRA init (same seed), trains on the
 same 1000 Countdown puzzles with the same batch (8 prompts x 8 completions) and learning rate,
 stops after `budget` seconds of training (validation not counted), and is scored on the same
-held-out puzzles. Each algorithm runs with its defaults (docs/algorithms.md).
+held-out puzzles. Each algorithm runs with its defaults (README: Algorithms).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     pool = get_pool(SandboxConfig())
     result = pool.run(Job("rftkit.sandbox.harness:run_tests", payload, timeout_s=5))
 
-See docs/sandbox.md for what is guaranteed and what is not. Names are imported lazily so that the
+See the README section on the sandbox for what is guaranteed and what is not. Names are imported lazily so that the
 worker processes, which import `rftkit.sandbox.zygote`, do not load pydantic and the pool machinery.
 """
 

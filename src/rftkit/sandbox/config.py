@@ -21,7 +21,7 @@ class SandboxConfig(BaseModel):
                                   "worker it was forked from (RLIMIT_AS = worker baseline + this).")
     max_processes: int = Field(16, ge=1, description="Processes plus threads the execution may own (RLIMIT_NPROC "
                                "on a per-worker user id; enforced only when the pool runs as root or in a user "
-                               "namespace, see docs/sandbox.md).")
+                               "namespace, see the README section on the sandbox).")
     max_file_size_mb: int = Field(8, ge=1, description="Largest file the code may write (RLIMIT_FSIZE).")
     tmp_size_mb: int = Field(32, ge=1, description="Size of the private tmpfs mounted at /tmp (its working "
                              "directory), which bounds what a disk-filling program can write.")

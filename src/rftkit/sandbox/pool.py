@@ -133,7 +133,7 @@ class SandboxPool:
         self.isolation = isolations.pop()
         weaker = self.isolation.pids != "pidns" or "netns" not in self.isolation.network
         (log.warning if weaker else log.info)("sandbox pool: %d workers, isolation %s%s", len(workers),
-                                               self.isolation.summary(), " (weaker: see docs/sandbox.md)" if weaker else "")
+                                               self.isolation.summary(), " (weaker: see the README section on the sandbox)" if weaker else "")
         for w in workers:
             self._idle.put(w)
         self._all = workers
