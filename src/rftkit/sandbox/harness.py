@@ -90,15 +90,24 @@ def _run_one(test: dict, fn: Callable, namespace: dict) -> dict:
     return {"passed": True}
 
 
-def run_tests(payload: dict, channel: Channel) -> None:
-    """payload: code, entry_point, noop (replace the function by one that returns None), tests."""
-    namespace = load_code(payload["code"], channel)
+def load_entry_point(payload: dict, channel: Channel, filename: str = "<completion>") -> tuple[dict, Any] | None:
+    """Run the model's module and find `payload["entry_point"]` in it; reports and returns None if either fails."""
+    namespace = load_code(payload["code"], channel, filename=filename)
     if namespace is None:
-        return
+        return None
     fn = namespace.get(payload["entry_point"])
     if not callable(fn):
         channel.send(missing=f"no function named {payload['entry_point']!r}")
+        return None
+    return namespace, fn
+
+
+def run_tests(payload: dict, channel: Channel) -> None:
+    """payload: code, entry_point, noop (replace the function by one that returns None), tests."""
+    loaded = load_entry_point(payload, channel)
+    if loaded is None:
         return
+    namespace, fn = loaded
     if payload.get("noop"):
         fn = namespace[payload["entry_point"]] = _noop
     for test in payload["tests"]:

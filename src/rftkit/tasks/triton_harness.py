@@ -7,7 +7,7 @@ import base64
 import time
 from typing import Any
 
-from rftkit.sandbox.harness import Channel, describe, load_code, restore_builtins
+from rftkit.sandbox.harness import Channel, describe, load_entry_point, restore_builtins
 
 MAX_ELEMENTS = 1 << 20
 
@@ -51,14 +51,9 @@ def run_candidate(payload: dict, channel: Channel) -> None:
     import torch
 
     torch.set_num_threads(1)
-    namespace = load_code(payload["code"], channel, filename="<triton_code>")
-    if namespace is None:
-        return
-    fn = namespace.get(payload["entry_point"])
-    if not callable(fn):
-        channel.send(missing=f"no function named {payload['entry_point']!r}")
-        return
-    _run_cases(fn, payload, channel)
+    loaded = load_entry_point(payload, channel, filename="<triton_code>")
+    if loaded is not None:
+        _run_cases(loaded[1], payload, channel)
 
 
 def run_reference(payload: dict, channel: Channel) -> None:
