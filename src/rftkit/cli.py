@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rftkit.config import ConfigError
 from rftkit.data import DataError
+from rftkit.models.loading import ModelLoadError
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as exc:
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

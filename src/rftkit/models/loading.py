@@ -34,7 +34,7 @@ def load_tokenizer(config: ModelConfig):
     path = resolve_model_path(config.name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=not config.allow_download)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a directory without a usable config.json
         raise ModelLoadError(_not_found_message(config, exc)) from None
     if tokenizer.pad_token_id is None:  # many hub tokenizers ship without one; EOS is the usual stand-in
         tokenizer.pad_token = tokenizer.eos_token
@@ -57,7 +57,7 @@ def load_base_model(config: ModelConfig):
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[config.dtype],
                                                      local_files_only=not config.allow_download)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a directory without a usable config.json
         raise ModelLoadError(_not_found_message(config, exc)) from None
     model.eval()  # no dropout anywhere: sampling-time and training-time log-probs must agree
     for param in model.parameters():
