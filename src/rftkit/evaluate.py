@@ -60,14 +60,15 @@ def evaluate(policy, tokenizer, examples: list[Example], graders: list[WeightedG
         "accuracy_greedy": sum(is_accurate(g, config) for g in greedy_grades) / n,
         "mean_reward": sum(rewards) / len(rewards) if rewards else 0.0,
     }
-    records = []
-    for example, s, sg, gr, gg in zip(examples, sampled, sampled_grades, greedy, greedy_grades):
-        records.append({"id": example.id, "prompt": example.prompt_text(),
-                        "sampled": {"completion": s, "reward": sg.reward, "accurate": is_accurate(sg, config),
-                                    "grades": {k: {"score": v.score, "reason": v.reason} for k, v in sg.grades.items()}},
-                        "greedy": {"completion": gr, "reward": gg.reward, "accurate": is_accurate(gg, config),
-                                   "grades": {k: {"score": v.score, "reason": v.reason} for k, v in gg.grades.items()}}})
+    records = [{"id": example.id, "prompt": example.prompt_text(),
+                "sampled": _graded_record(s, sg, config), "greedy": _graded_record(gr, gg, config)}
+               for example, s, sg, gr, gg in zip(examples, sampled, sampled_grades, greedy, greedy_grades)]
     return EvalResult(metrics, records)
+
+
+def _graded_record(completion: str, graded: GradedCompletion, config: RFTConfig) -> dict[str, Any]:
+    return {"completion": completion, "reward": graded.reward, "accurate": is_accurate(graded, config),
+            "grades": {name: {"score": g.score, "reason": g.reason} for name, g in graded.grades.items()}}
 
 
 def load_policy(config: RFTConfig, adapter: str | Path | None):

@@ -49,6 +49,13 @@ def clamp01(value: float) -> float:
     return min(1.0, max(0.0, float(value)))
 
 
+def check_ordered_range(value: tuple[float, float]) -> tuple[float, float]:
+    """Validator for a `range: [low, high]` parameter: the first must be below the second."""
+    if not value[0] < value[1]:
+        raise ValueError(f"range {list(value)}: need min < max")
+    return value
+
+
 @runtime_checkable
 class Grader(Protocol):
     name: str

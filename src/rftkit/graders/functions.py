@@ -28,7 +28,7 @@ from typing import Any, Callable, Literal, Sequence
 from pydantic import Field, field_validator
 
 from rftkit.data import Example
-from rftkit.graders.base import Grade, GraderParams, clamp01, register
+from rftkit.graders.base import Grade, GraderParams, check_ordered_range, clamp01, register
 
 
 def load_function(target: str) -> Callable[..., Any]:
@@ -77,12 +77,7 @@ class FunctionParams(GraderParams):
         load_function(target)  # fail at config time, not at the first training step
         return target
 
-    @field_validator("range")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not value[0] < value[1]:
-            raise ValueError(f"range {list(value)}: need lo < hi")
-        return value
+    _ordered = field_validator("range")(check_ordered_range)
 
 
 @dataclass(frozen=True)

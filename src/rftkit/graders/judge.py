@@ -36,7 +36,7 @@ from typing import Any, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rftkit.data import Example
-from rftkit.graders.base import Grade, GraderParams, register
+from rftkit.graders.base import Grade, GraderParams, check_ordered_range, register
 from rftkit.graders.templates import Template, compile_template, SampleError
 
 _SCORE_RE = re.compile(r"(?:score|rating|result|grade)\W{0,3}\s*[:=]?\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -98,12 +98,7 @@ class JudgeParams(GraderParams):
             compile_template(text)
         return rubric
 
-    @field_validator("range")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not value[0] < value[1]:
-            raise ValueError(f"range {list(value)}: need min < max")
-        return value
+    _ordered = field_validator("range")(check_ordered_range)
 
     @field_validator("passing_labels")
     @classmethod
