@@ -76,17 +76,18 @@ def _value_head(config: RFTConfig, policy, checkpoint: Path | None) -> tuple[tor
 
 
 def setup(config: RFTConfig, run_dir: Path, resume: bool) -> Run:
+    # Decide fresh-or-resume before any expensive loading, so a wrong directory fails at once.
+    checkpoint = latest_checkpoint(run_dir)
+    if not resume and checkpoint is not None:  # never mix or overwrite an earlier run's results
+        raise FileExistsError(f"{run_dir} already holds a run with checkpoints: continue it with "
+                              f"`rft train --resume {run_dir}`, or pick another --output (or delete it)")
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"--resume {run_dir}: no complete checkpoint under {run_dir / 'checkpoints'}")
     set_threads(config.train.threads)
     generator = seed_everything(config.train.seed)
     train_examples, val_examples = load_examples(config.data)
     tokenizer = load_tokenizer(config.model)
     graders = build_graders(config.graders)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if not resume and latest_checkpoint(run_dir) is not None:  # never mix or overwrite an earlier run's results
-        raise FileExistsError(f"{run_dir} already holds a run with checkpoints: continue it with "
-                              f"`rft train --resume {run_dir}`, or pick another --output (or delete it)")
-    if resume and checkpoint is None:
-        raise FileNotFoundError(f"--resume {run_dir}: no complete checkpoint under {run_dir / 'checkpoints'}")
     policy = attach_lora(load_base_model(config.model), config.lora, adapter_dir=checkpoint)
     params = lora_parameters(policy)
     value_head, kl_coef = _value_head(config, policy, checkpoint)
