@@ -120,6 +120,11 @@ class RolloutConfig(Section):
     backend: Literal["hf", "vllm"] = Field("hf", description="Sampling backend: 'hf' (the built-in KV-cache sampler, "
                                          "CPU or GPU) or 'vllm' (GPU hosts; `pip install rftkit[vllm]`; the current "
                                          "LoRA adapter is saved and loaded into vLLM every step).")
+    merge_lora: Literal["auto", "on", "off"] = Field("auto", description="hf only: sample from a copy of the model "
+                                                     "with the current LoRA adapter merged into its weights (no "
+                                                     "per-token adapter ops; ~1.6x faster decoding on the embedded "
+                                                     "model) at the cost of one more copy of the adapted weights. "
+                                                     "'auto': on for models up to 1 B parameters.")
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vllm only: fraction of GPU memory vLLM may "
                                           "take (the training model shares the GPU).")
     max_model_len: int | None = Field(None, ge=1, description="vllm only: longest prompt + completion in tokens "

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 from rftkit.algorithms.grpo import aggregate, clipped_surrogate, kl_k3, masked_mean
 from rftkit.algorithms.ppo import clipped_value_loss
 from rftkit.rollout import RolloutBatch
+from rftkit.rollout.sampler import cache_kwarg
 
 
 @dataclass
@@ -47,6 +49,18 @@ class ValueTargets:
     returns: torch.Tensor  # [N, T] GAE returns, the regression targets
 
 
+def prompt_runs(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs of consecutive rows with the same prompt: (first row of each run [U], run lengths [U]).
+
+    Rollouts put the G completions of a prompt next to each other, so a micro-batch of N rows
+    usually holds N / G distinct prompts.
+    """
+    n = prompt_ids.shape[0]
+    differs = (prompt_ids[1:] != prompt_ids[:-1]).any(-1) | (prompt_mask[1:] != prompt_mask[:-1]).any(-1)
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), differs.nonzero().squeeze(-1) + 1])
+    return starts, torch.diff(starts, append=torch.tensor([n]))
+
+
 def _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, with_hidden: bool):
     """Logits [N, T, V] that predict each completion token (and the hidden states [N, T, H] they come from)."""
     keep = prompt_mask.any(0).nonzero()
@@ -54,6 +68,10 @@ def _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, wi
     width = int(completion_mask.sum(-1).max())
     prompt_ids, prompt_mask = prompt_ids[:, start:], prompt_mask[:, start:]
     completion_ids, completion_mask = completion_ids[:, :width], completion_mask[:, :width]
+    starts, counts = prompt_runs(prompt_ids, prompt_mask)
+    if len(starts) < prompt_ids.shape[0] and width > 0:  # some prompt has several completions here
+        return _forward_shared_prompts(model, prompt_ids, prompt_mask, completion_ids, completion_mask, starts, counts,
+                                       with_hidden)
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attention = torch.cat([prompt_mask, completion_mask], dim=1)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -64,6 +82,38 @@ def _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, wi
     window = slice(prompt_ids.shape[1] - 1, -1)  # position t predicts completion token t
     hidden = out.hidden_states[-1][:, window, :] if with_hidden else None
     return out.logits[:, :-1, :].float(), hidden, completion_ids
+
+
+def _forward_shared_prompts(model, prompt_ids, prompt_mask, completion_ids, completion_mask, starts, counts,
+                            with_hidden: bool):
+    """`_forward` with each distinct prompt encoded once, its KV cache then expanded to its G rows.
+
+    The same function as one forward over [prompt | completion] rows (attention is causal, so a
+    prompt's keys and values do not depend on what follows it), with gradients: the expansion is
+    a repeat_interleave, whose backward sums the G rows' gradients into the shared prompt. With
+    prompts of P tokens and completions of T, the rows cost U*P + N*T tokens instead of N*(P+T).
+    """
+    cache_key = cache_kwarg(model)
+    cache = DynamicCache()
+    unique_ids, unique_mask = prompt_ids[starts], prompt_mask[starts]
+    prompt_positions = (unique_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=unique_ids, attention_mask=unique_mask, position_ids=prompt_positions, use_cache=True,
+                output_hidden_states=with_hidden, logits_to_keep=1, **{cache_key: cache})
+    first_logits = out.logits[:, -1:, :].repeat_interleave(counts, dim=0)  # [N, 1, V] predicts completion token 0
+    hidden = out.hidden_states[-1][:, -1:, :].repeat_interleave(counts, dim=0) if with_hidden else None
+    if completion_ids.shape[1] == 1:
+        return first_logits.float(), hidden, completion_ids
+    for layer in cache.layers:
+        layer.keys = layer.keys.repeat_interleave(counts, dim=0)
+        layer.values = layer.values.repeat_interleave(counts, dim=0)
+    attention = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, prompt_ids.shape[1]:]
+    out = model(input_ids=completion_ids[:, :-1], attention_mask=attention, position_ids=positions, use_cache=True,
+                output_hidden_states=with_hidden, **{cache_key: cache})
+    logits = torch.cat([first_logits, out.logits], dim=1)  # [N, T, V]: position t predicts completion token t
+    if with_hidden:
+        hidden = torch.cat([hidden, out.hidden_states[-1]], dim=1)
+    return logits.float(), hidden, completion_ids
 
 
 def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,

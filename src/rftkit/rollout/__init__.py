@@ -11,6 +11,7 @@ import torch
 from rftkit.config import RFTConfig
 from rftkit.data import Example
 from rftkit.models.loading import encode_prompts, stop_token_ids
+from rftkit.rollout.merged import MergedCopy, wants_merged_copy
 from rftkit.rollout.sampler import SampleOutput, sample
 
 
@@ -54,9 +55,25 @@ class RolloutBackend(Protocol):
 
 
 class HFBackend:
-    """The built-in KV-cache sampler on the policy itself (CPU or GPU)."""
+    """The built-in KV-cache sampler (CPU or GPU): on the policy itself, or on a merged copy of it.
 
-    generate = staticmethod(generate_rollouts)
+    With `merge_lora` ('auto', 'on', 'off'; see rftkit.rollout.merged) the sampler decodes with a
+    plain copy of the model whose weights have the current adapter merged in, refreshed on every call.
+    """
+
+    def __init__(self, merge_lora: str = "off"):
+        self.merge_lora = merge_lora
+        self.merged = None  # MergedCopy, built on the first call that wants one
+
+    def generate(self, policy, tokenizer, examples: list[Example], num_generations: int, max_new_tokens: int,
+                 temperature: float, top_p: float, generator: torch.Generator, model_config,
+                 system_prompt: str | None, greedy: bool = False) -> RolloutBatch:
+        model = policy
+        if wants_merged_copy(self.merge_lora, policy):
+            self.merged = self.merged or MergedCopy(policy)
+            model = self.merged.refresh(policy)
+        return generate_rollouts(model, tokenizer, examples, num_generations, max_new_tokens, temperature, top_p,
+                                 generator, model_config, system_prompt, greedy)
 
 
 def build_backend(config: RFTConfig, run_dir: Path) -> RolloutBackend:
@@ -69,4 +86,4 @@ def build_backend(config: RFTConfig, run_dir: Path) -> RolloutBackend:
                                config.rollout.gpu_memory_utilization, config.rollout.max_model_len,
                                config.train.seed)
         return VllmBackend(engine, adapter_root=run_dir / "vllm_adapter")
-    return HFBackend()
+    return HFBackend(config.rollout.merge_lora)

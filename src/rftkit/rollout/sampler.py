@@ -75,7 +75,7 @@ def _base(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _cache_kwarg(model) -> str:
+def cache_kwarg(model) -> str:
     """transformers 5 renamed `past_key_values` to `cache`; support both."""
     params = inspect.signature(_base(model).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -137,7 +137,7 @@ def _sample(model, prompts, num_generations, max_new_tokens, eos_ids, pad_id, te
             generator) -> SampleOutput:
     prompt_ids, prompt_mask = left_pad(prompts, pad_id)
     width = prompt_ids.shape[1]
-    cache, cache_key = _new_cache(model, width + max_new_tokens), _cache_kwarg(model)
+    cache, cache_key = _new_cache(model, width + max_new_tokens), cache_kwarg(model)
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
                 logits_to_keep=1, **{cache_key: cache})
