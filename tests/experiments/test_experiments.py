@@ -52,3 +52,11 @@ def test_algorithm_table_takes_one_base_value_per_seed():
     text = algorithms.table(rows, ["grpo", "rloo"])
     assert "| base model | 0.200 ± 0.141 |" in text
     assert "| GRPO | 0.400 ± 0.000 (+100%) |" in text
+
+
+def test_jobs_run_side_by_side_and_keep_task_order(tmp_path):
+    algorithms.main(seeds=[0, 1], budget=0.5, output=str(tmp_path), algorithms=["grpo"], train_size=8, val_size=8,
+                    jobs=2)
+    meta = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["arm"], r["seed"]) for r in meta["results"]] == [("grpo", 0), ("grpo", 1)]
+    assert meta["meta"]["jobs"] == 2

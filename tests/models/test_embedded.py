@@ -34,3 +34,31 @@ def test_recipe_builds_a_loadable_model(tmp_path):
                                         tokenize=True, add_generation_prompt=True, return_dict=False)
     logits = model(input_ids=torch.tensor([ids])).logits
     assert logits.shape == (1, len(ids), len(tokenizer)) and torch.isfinite(logits).all()
+
+
+def test_encode_puts_completion_tokens_after_the_chat_prompt_and_masks_only_them():
+    from rftkit.models.pretrain import _encode
+
+    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_DIR)
+    pairs = [("Using the numbers [1, 2], make 3.", "<answer>1+2</answer><|im_end|>"),
+             ("Using the numbers [10, 20, 3], make 90.", "<answer>(10+20)*3</answer><|im_end|>")]
+    ids, mask = _encode(tokenizer, pairs)
+    for row, (prompt, completion) in enumerate(pairs):
+        prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
+                                                   add_generation_prompt=True, return_dict=False)
+        completion_ids = tokenizer.encode(completion, add_special_tokens=False)
+        length = len(prompt_ids) + len(completion_ids)
+        assert ids[row, :length].tolist() == list(prompt_ids) + completion_ids
+        assert (ids[row, length:] == tokenizer.pad_token_id).all()
+        assert mask[row].tolist() == [0] * len(prompt_ids) + [1] * len(completion_ids) + [0] * (ids.shape[1] - length)
+    assert ids.shape[1] == max(len(tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=True,
+                                                                 add_generation_prompt=True, return_dict=False))
+                               + len(tokenizer.encode(c, add_special_tokens=False)) for p, c in pairs)
+
+
+def test_bf16_recipe_trains_and_leaves_the_saved_attention_setting_alone(tmp_path):
+    report = build(tmp_path / "m", PretrainRecipe(puzzles=300, steps=3, batch_size=8, warmup_steps=1,
+                                                  exclude_size=50, bf16=True), log=lambda *_: None)
+    assert report["recipe"]["bf16"] is True
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert model.config._attn_implementation != "eager"  # eager was for training only

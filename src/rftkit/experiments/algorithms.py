@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rftkit.experiments.common import ArmResult, cell, run_rl_arm, write_json
+from rftkit.experiments.common import ArmResult, cell, run_rl_arm, run_tasks, write_json
 from rftkit.objectives import ALGORITHMS
 
 LABELS = {"grpo": "GRPO", "dr_grpo": "Dr. GRPO", "dapo": "DAPO", "rloo": "RLOO", "ppo": "PPO (value head, GAE)"}
@@ -34,26 +34,29 @@ def table(results: list[ArmResult], algorithms: list[str]) -> str:
     return "\n".join(lines)
 
 
+def run_arm(name: str, seed: int, budget: float, train_size: int, val_size: int, out: Path) -> ArmResult:
+    settings = {"algorithm": name, "train.seed": seed, "train.max_seconds": budget,
+                "data.train_size": train_size, "data.val_size": val_size}
+    result = run_rl_arm(name, settings, out / "runs" / f"{name}-seed{seed}")
+    print(f"{name:8s} seed={seed} accuracy {result.start_accuracy:.3f} -> {result.accuracy:.3f} "
+          f"(greedy {result.start_accuracy_greedy:.3f} -> {result.accuracy_greedy:.3f}), "
+          f"{result.steps} steps, {result.wall_seconds:.0f} s", flush=True)
+    return result
+
+
 def main(seeds: list[int], budget: float, output: str | None, algorithms: list[str] | None = None,
-         train_size: int = 1000, val_size: int = 500) -> dict:
+         train_size: int = 1000, val_size: int = 500, jobs: int = 1) -> dict:
     algorithms = algorithms or list(ALGORITHMS)
     out = Path(output or "runs/experiments/algorithm-comparison")
     started = time.perf_counter()
-    results = []
-    for seed in seeds:
-        for name in algorithms:
-            settings = {"algorithm": name, "train.seed": seed, "train.max_seconds": budget,
-                        "data.train_size": train_size, "data.val_size": val_size}
-            result = run_rl_arm(name, settings, out / "runs" / f"{name}-seed{seed}")
-            results.append(result)
-            print(f"{name:8s} seed={seed} accuracy {result.start_accuracy:.3f} -> {result.accuracy:.3f} "
-                  f"(greedy {result.start_accuracy_greedy:.3f} -> {result.accuracy_greedy:.3f}), "
-                  f"{result.steps} steps, {result.wall_seconds:.0f} s", flush=True)
+    tasks = [(run_arm, (name, seed, budget, train_size, val_size, out)) for seed in seeds for name in algorithms]
+    results = run_tasks(tasks, jobs)
     wall = round(time.perf_counter() - started, 1)
     text = (f"Held-out accuracy on {val_size} Countdown puzzles after {budget:.0f} s of training each "
-            f"(relative change vs base), seeds {seeds}, total wall time {wall:.0f} s:\n\n{table(results, algorithms)}")
+            f"(relative change vs base), seeds {seeds}, {jobs} at a time, total wall time {wall:.0f} s:\n\n"
+            f"{table(results, algorithms)}")
     meta = {"budget_seconds": budget, "seeds": seeds, "train_size": train_size, "val_size": val_size,
-            "wall_seconds": wall}
+            "jobs": jobs, "wall_seconds": wall}
     write_json(out / "results.json", results, meta)
     (out / "table.md").write_text(text + "\n")
     print(text)

@@ -8,7 +8,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rftkit.config import parse_config
 
@@ -79,6 +79,22 @@ def run_sft_arm(arm: str, overrides: dict[str, Any], run_dir: Path) -> ArmResult
                      summary["after"]["accuracy_greedy"], summary["before"]["accuracy"],
                      summary["before"]["accuracy_greedy"], 0, summary["sft_steps"],
                      round(time.perf_counter() - started, 1))
+
+
+def run_tasks(tasks: list[tuple[Callable[..., Any], tuple]], jobs: int = 1) -> list[Any]:
+    """`fn(*args)` for each task, results in task order; with jobs > 1, that many at a time in fresh processes.
+
+    Every arm trains with one thread, so up to one job per core keeps wall-clock budgets fair:
+    the seeds of a study run side by side instead of one after another.
+    """
+    if jobs <= 1:
+        return [fn(*args) for fn, args in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(fn, *args) for fn, args in tasks]
+        return [future.result() for future in futures]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from rftkit.experiments.common import ArmResult, cell, run_rl_arm, run_sft_arm, write_json
+from rftkit.experiments.common import ArmResult, cell, run_rl_arm, run_sft_arm, run_tasks, write_json
 
 BIG = 10**6  # "no step limit": the wall-clock budget ends every arm
 
@@ -51,19 +51,23 @@ ARMS: dict[str, tuple[Callable[[str, dict, Path], ArmResult], Callable[[StudyPla
 LABELS = {"base": "base", "sft": "SFT", "rft": "RFT (GRPO)", "sft_rft": "SFT → RFT"}
 
 
-def run_study(plan: StudyPlan, seeds: list[int], output: Path, log=print) -> list[ArmResult]:
-    results: list[ArmResult] = []
-    for n in plan.sizes:
-        for seed in seeds:
-            for arm, (runner, overrides) in ARMS.items():
-                settings = {"data.train_size": n, "data.val_size": plan.val_size, "train.seed": seed} | overrides(plan)
-                result = runner(arm, settings, output / "runs" / f"n{n}-seed{seed}-{arm}")
-                result.requested_size = n
-                results.append(result)
-                log(f"N={n} seed={seed} {arm:8s} accuracy {result.accuracy:.3f} (greedy {result.accuracy_greedy:.3f})"
-                    f"  start {result.start_accuracy:.3f}  rl steps {result.steps}  sft steps {result.sft_steps}"
-                    f"  {result.wall_seconds:.0f} s")
+def run_cell(plan: StudyPlan, n: int, seed: int, output: Path) -> list[ArmResult]:
+    """Every arm for one (N, seed), one after another."""
+    results = []
+    for arm, (runner, overrides) in ARMS.items():
+        settings = {"data.train_size": n, "data.val_size": plan.val_size, "train.seed": seed} | overrides(plan)
+        result = runner(arm, settings, output / "runs" / f"n{n}-seed{seed}-{arm}")
+        result.requested_size = n
+        results.append(result)
+        print(f"N={n} seed={seed} {arm:8s} accuracy {result.accuracy:.3f} (greedy {result.accuracy_greedy:.3f})"
+              f"  start {result.start_accuracy:.3f}  rl steps {result.steps}  sft steps {result.sft_steps}"
+              f"  {result.wall_seconds:.0f} s", flush=True)
     return results
+
+
+def run_study(plan: StudyPlan, seeds: list[int], output: Path, jobs: int = 1) -> list[ArmResult]:
+    cells = run_tasks([(run_cell, (plan, n, seed, output)) for n in plan.sizes for seed in seeds], jobs)
+    return [result for cell_results in cells for result in cell_results]
 
 
 def _values(results: list[ArmResult], n: int, arm: str, key: str) -> list[float]:
@@ -107,19 +111,19 @@ def plot(results: list[ArmResult], sizes: tuple[int, ...], path: Path) -> None:
     plt.close(fig)
 
 
-def main(quick: bool, seeds: list[int], output: str | None, budget: float | None) -> dict:
+def main(quick: bool, seeds: list[int], output: str | None, budget: float | None, jobs: int = 1) -> dict:
     plan = PLANS["quick" if quick else "full"]
     if budget is not None:
         plan = StudyPlan(plan.sizes, budget, plan.warmup_fraction, plan.sft_learning_rate, plan.val_size)
     out = Path(output or f"runs/experiments/countdown-data-efficiency{'-quick' if quick else ''}")
     started = time.perf_counter()
-    results = run_study(plan, seeds, out)
+    results = run_study(plan, seeds, out, jobs)
     wall = round(time.perf_counter() - started, 1)
     text = (f"Held-out accuracy on {plan.val_size} Countdown puzzles, sampled at T=1 (relative change vs base):\n\n"
             f"{table(results, plan.sizes, 'accuracy')}\n\nGreedy:\n\n{table(results, plan.sizes, 'accuracy_greedy')}\n\n"
             f"Budget {plan.budget_seconds:.0f} s of training per arm (SFT→RFT: {plan.warmup_fraction:.0%} SFT), "
-            f"seeds {seeds}, total wall time {wall:.0f} s.")
-    meta = {"plan": plan.__dict__, "seeds": seeds, "wall_seconds": wall, "quick": quick}
+            f"seeds {seeds}, {jobs} at a time, total wall time {wall:.0f} s.")
+    meta = {"plan": plan.__dict__, "seeds": seeds, "jobs": jobs, "wall_seconds": wall, "quick": quick}
     write_json(out / "results.json", results, meta)
     (out / "table.md").write_text(text + "\n")
     plot(results, plan.sizes, out / "plot.png")
