@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
 
 from rftkit.algorithms.grpo import aggregate, clipped_surrogate, kl_k3, masked_mean
 from rftkit.algorithms.ppo import clipped_value_loss
 from rftkit.rollout import RolloutBatch
-from rftkit.rollout.sampler import cache_kwarg
 
 
 @dataclass
@@ -69,9 +67,9 @@ def _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, wi
     prompt_ids, prompt_mask = prompt_ids[:, start:], prompt_mask[:, start:]
     completion_ids, completion_mask = completion_ids[:, :width], completion_mask[:, :width]
     starts, counts = prompt_runs(prompt_ids, prompt_mask)
-    if len(starts) < prompt_ids.shape[0] and width > 0:  # some prompt has several completions here
-        return _forward_shared_prompts(model, prompt_ids, prompt_mask, completion_ids, completion_mask, starts, counts,
-                                       with_hidden)
+    if len(starts) < prompt_ids.shape[0] and width > 0 and _packed_mask_dtype(model) is not None:
+        return _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_mask, starts, counts,
+                               with_hidden)
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attention = torch.cat([prompt_mask, completion_mask], dim=1)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -84,36 +82,69 @@ def _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, wi
     return out.logits[:, :-1, :].float(), hidden, completion_ids
 
 
-def _forward_shared_prompts(model, prompt_ids, prompt_mask, completion_ids, completion_mask, starts, counts,
-                            with_hidden: bool):
-    """`_forward` with each distinct prompt encoded once, its KV cache then expanded to its G rows.
+def _packed_mask_dtype(model) -> torch.dtype | None:
+    """How a custom 4-D mask reaches this model's attention: bool for SDPA, additive float for eager;
+    None for implementations that take no 4-D mask (flash attention), which use the unpacked path."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    implementation = getattr(base.config, "_attn_implementation", None)
+    return {"sdpa": torch.bool, "eager": torch.float32}.get(implementation)
 
-    The same function as one forward over [prompt | completion] rows (attention is causal, so a
-    prompt's keys and values do not depend on what follows it), with gradients: the expansion is
-    a repeat_interleave, whose backward sums the G rows' gradients into the shared prompt. With
-    prompts of P tokens and completions of T, the rows cost U*P + N*T tokens instead of N*(P+T).
+
+def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_mask, starts, counts,
+                    with_hidden: bool):
+    """`_forward` over one packed row per distinct prompt: [prompt | completion 1 | completion 2 | ...].
+
+    Each completion attends to the whole prompt and to its own earlier tokens only, and its
+    positions continue from the prompt's, so every token sees exactly what it sees in its own
+    [prompt | completion] row: the same function, with gradients (the shared prompt collects the
+    gradient of all its completions). The rows hold U*P + (real completion tokens) instead of
+    N*(P + longest completion): no prompt is computed twice and no completion is padded.
     """
-    cache_key = cache_kwarg(model)
-    cache = DynamicCache()
-    unique_ids, unique_mask = prompt_ids[starts], prompt_mask[starts]
-    prompt_positions = (unique_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=unique_ids, attention_mask=unique_mask, position_ids=prompt_positions, use_cache=True,
-                output_hidden_states=with_hidden, logits_to_keep=1, **{cache_key: cache})
-    first_logits = out.logits[:, -1:, :].repeat_interleave(counts, dim=0)  # [N, 1, V] predicts completion token 0
-    hidden = out.hidden_states[-1][:, -1:, :].repeat_interleave(counts, dim=0) if with_hidden else None
-    if completion_ids.shape[1] == 1:
-        return first_logits.float(), hidden, completion_ids
-    for layer in cache.layers:
-        layer.keys = layer.keys.repeat_interleave(counts, dim=0)
-        layer.values = layer.values.repeat_interleave(counts, dim=0)
-    attention = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, prompt_ids.shape[1]:]
-    out = model(input_ids=completion_ids[:, :-1], attention_mask=attention, position_ids=positions, use_cache=True,
-                output_hidden_states=with_hidden, **{cache_key: cache})
-    logits = torch.cat([first_logits, out.logits], dim=1)  # [N, T, V]: position t predicts completion token t
-    if with_hidden:
-        hidden = torch.cat([hidden, out.hidden_states[-1]], dim=1)
+    lengths = completion_mask.sum(-1).tolist()  # completions are contiguous from their first column
+    pieces, segments, positions = [], [], []
+    source = torch.zeros(completion_ids.shape, dtype=torch.long)  # [N, T] packed column predicting token t
+    group_of_row = torch.repeat_interleave(torch.arange(len(starts)), counts)  # [N]
+    for first, count in zip(starts.tolist(), counts.tolist()):
+        prompt = prompt_ids[first][prompt_mask[first].bool()]
+        plen = len(prompt)
+        pieces.append(prompt), segments.append(torch.zeros(plen, dtype=torch.long))
+        positions.append(torch.arange(plen))
+        column = plen
+        for j, row in enumerate(range(first, first + count)):
+            n = lengths[row]
+            pieces.append(completion_ids[row, :n]), segments.append(torch.full((n,), j + 1))
+            positions.append(plen + torch.arange(n))
+            # token 0 is predicted by the prompt's last column, token t by the column of token t - 1
+            source[row, :n] = torch.cat([torch.tensor([plen - 1]), column + torch.arange(n - 1)])[:n]
+            column += n
+    spans = _spans(counts)
+    rows = [torch.cat(pieces[i:j]) for i, j in spans]
+    width = max(len(row) for row in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    segment = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding, 0: prompt, j: completion j
+    position = torch.zeros((len(rows), width), dtype=torch.long)
+    for u, ((i, j), row) in enumerate(zip(spans, rows)):
+        ids[u, :len(row)], segment[u, :len(row)], position[u, :len(row)] = \
+            row, torch.cat(segments[i:j]), torch.cat(positions[i:j])
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    keys = segment[:, None, :]
+    allowed = causal & ((keys == 0) | (keys == segment[:, :, None])) & (keys != -1)  # [U, S, S]
+    mask = allowed[:, None]
+    if _packed_mask_dtype(model) is not torch.bool:
+        mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position, output_hidden_states=with_hidden)
+    logits = out.logits[group_of_row[:, None], source]  # [N, T, V]
+    hidden = out.hidden_states[-1][group_of_row[:, None], source] if with_hidden else None
     return logits.float(), hidden, completion_ids
+
+
+def _spans(counts: torch.Tensor) -> list[tuple[int, int]]:
+    """For each group, the slice of the `pieces` list holding its prompt and its completions."""
+    spans, i = [], 0
+    for count in counts.tolist():
+        spans.append((i, i + 1 + count))
+        i += 1 + count
+    return spans
 
 
 def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,

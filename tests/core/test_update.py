@@ -1,4 +1,4 @@
-"""The update's forward: each distinct prompt encoded once, its cache shared by its G completions.
+"""The update's forward: one packed row per distinct prompt, [prompt | completion 1 | completion 2 | ...].
 
 It must be the same function as one forward over whole [prompt | completion] rows: the same
 log-probs, entropies and value estimates, and the same LoRA gradients.
@@ -57,8 +57,10 @@ def _outputs_and_grads(policy, value_head, out, rows):
     return logp * mask, entropy * mask, values * mask, grads
 
 
-def test_shared_prompt_forward_equals_one_forward_per_row(batch):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # a boolean 4-D mask, an additive one
+def test_shared_prompt_forward_equals_one_forward_per_row(batch, attention):
     policy, value_head, out = batch
+    policy.get_base_model().set_attn_implementation(attention)
     n = out.prompt_ids.shape[0]
     shared = _outputs_and_grads(policy, value_head, out, slice(0, n))  # 3 prompts x 4 completions: shared path
     per_row = [_outputs_and_grads(policy, value_head, out, slice(i, i + 1)) for i in range(n)]  # no sharing
@@ -68,6 +70,7 @@ def test_shared_prompt_forward_equals_one_forward_per_row(batch):
         torch.testing.assert_close(shared[k], stacked, atol=2e-5, rtol=1e-4)
     for name, grad in shared[3].items():
         torch.testing.assert_close(grad, sum(r[3][name] for r in per_row), atol=2e-5, rtol=1e-4)
+    policy.get_base_model().set_attn_implementation("sdpa")
 
 
 def test_a_micro_batch_that_splits_a_group_gives_the_same_outputs(batch):
