@@ -7,6 +7,7 @@ training reported at that step.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from rftkit.config import RFTConfig, load_config
 from rftkit.data import Example, load_jsonl, write_jsonl
 from rftkit.graders import WeightedGrader, build_graders
 from rftkit.graders.combine import GradedCompletion, grade_all
-from rftkit.rollout import generate_rollouts
+from rftkit.rollout import HFBackend, RolloutBackend, build_backend, generate_rollouts
 
 EVAL_SEED_OFFSET = 1_000_003  # keeps the evaluation stream apart from the training stream
 
@@ -35,24 +36,28 @@ def is_accurate(graded: GradedCompletion, config: RFTConfig) -> bool:
 
 
 def _pass(policy, tokenizer, examples: list[Example], graders: list[WeightedGrader], config: RFTConfig,
-          greedy: bool) -> tuple[list[str], list[GradedCompletion]]:
+          greedy: bool, backend: RolloutBackend) -> tuple[list[str], list[GradedCompletion]]:
     generator = torch.Generator().manual_seed(config.train.seed + EVAL_SEED_OFFSET)
     max_tokens = config.eval.max_completion_length or config.train.max_completion_length
     completions: list[str] = []
     graded: list[GradedCompletion] = []
     for start in range(0, len(examples), config.eval.batch_size):
         chunk = examples[start:start + config.eval.batch_size]
-        batch = generate_rollouts(policy, tokenizer, chunk, 1, max_tokens, config.eval.temperature, 1.0, generator,
-                                  config.model, config.data.system_prompt, greedy=greedy)
+        batch = backend.generate(policy, tokenizer, chunk, 1, max_tokens, config.eval.temperature, 1.0, generator,
+                                 config.model, config.data.system_prompt, greedy=greedy)
         results, _ = grade_all(graders, chunk, batch.completions)
         completions += batch.completions
         graded += results
     return completions, graded
 
 
-def evaluate(policy, tokenizer, examples: list[Example], graders: list[WeightedGrader], config: RFTConfig) -> EvalResult:
-    sampled, sampled_grades = _pass(policy, tokenizer, examples, graders, config, greedy=False)
-    greedy, greedy_grades = _pass(policy, tokenizer, examples, graders, config, greedy=True)
+def evaluate(policy, tokenizer, examples: list[Example], graders: list[WeightedGrader], config: RFTConfig,
+             backend: RolloutBackend | None = None) -> EvalResult:
+    """Sampled and greedy passes through `backend` (training's own, so validation samples the way
+    training does: vLLM, or the merged copy); by default the built-in sampler per `rollout.merge_lora`."""
+    backend = backend or HFBackend(config.rollout.merge_lora)
+    sampled, sampled_grades = _pass(policy, tokenizer, examples, graders, config, False, backend)
+    greedy, greedy_grades = _pass(policy, tokenizer, examples, graders, config, True, backend)
     n = max(len(examples), 1)
     rewards = [g.reward for g in sampled_grades if g.reward is not None]
     metrics = {
@@ -109,7 +114,9 @@ def run_eval(config_path: str, adapter: str | None, data: str | None, output: st
     set_threads(config.train.threads)
     examples = load_jsonl(data) if data else load_examples(config.data)[1]
     policy, tokenizer = load_policy(config, adapter)
-    result = evaluate(policy, tokenizer, examples, build_graders(config.graders), config)
+    with tempfile.TemporaryDirectory(prefix="rftkit-eval-") as scratch:  # vLLM loads the adapter from a directory
+        backend = build_backend(config, Path(scratch))
+        result = evaluate(policy, tokenizer, examples, build_graders(config.graders), config, backend)
     if output:
         write_jsonl(output, result.records)
     return result.metrics | {"examples": len(examples)}

@@ -151,7 +151,8 @@ def step_metrics(run: Run, data: StepData, stats: UpdateStats, extra: dict[str, 
 
 def validate(run: Run, record: dict) -> dict[str, float]:
     started = time.perf_counter()
-    metrics = evaluate(run.policy, run.tokenizer, run.val_examples, run.graders, run.config).metrics
+    run.rollout = run.rollout or build_backend(run.config, run.run_dir)
+    metrics = evaluate(run.policy, run.tokenizer, run.val_examples, run.graders, run.config, run.rollout).metrics
     record.update({f"val/{k}": v for k, v in metrics.items()})
     record["time/validate"] = round(time.perf_counter() - started, 3)
     run.state.last_validation = metrics

@@ -58,12 +58,13 @@ class FakeLLM:
         from peft import PeftModel
 
         self.calls.append((prompts, sampling_params, lora_request))
-        policy = PeftModel.from_pretrained(self.base, lora_request.lora_path)
+        policy = PeftModel.from_pretrained(self.base, lora_request.lora_path) if lora_request else self.base
         ids = [p["prompt_token_ids"] for p in prompts]
         out = sample(policy, ids, sampling_params.n, sampling_params.max_tokens, set(sampling_params.stop_token_ids),
                      0, temperature=sampling_params.temperature or 1.0, greedy=sampling_params.temperature == 0,
                      generator=torch.Generator().manual_seed(sampling_params.seed))
-        self.base = policy.unload()  # leave the base model bare for the next request
+        if lora_request:
+            self.base = policy.unload()  # leave the base model bare for the next request
         results = []
         for i in range(len(ids)):
             completions = []
@@ -137,6 +138,16 @@ def test_each_step_loads_the_current_adapter_under_a_new_id(model, tmp_path):
     assert not torch.equal(runs[0].old_logprobs, runs[1].old_logprobs)  # a different adapter was used
 
 
+def test_rft_eval_of_the_base_model_loads_no_adapter(model, tmp_path):
+    tokenizer, policy, examples = model
+    engine = FakeLLM()
+    backend = VllmBackend(engine, tmp_path / "adapters", SamplingParams, LoRARequest)
+    batch = backend.generate(load_base_model(ModelConfig()), tokenizer, examples, 1, 8, 1.0, 1.0,
+                             torch.Generator().manual_seed(0), ModelConfig(), None)
+    assert engine.calls[-1][2] is None and len(batch.completions) == len(examples)
+    assert not (tmp_path / "adapters").exists() or not any((tmp_path / "adapters").iterdir())
+
+
 def test_missing_vllm_is_a_clear_error(tmp_path, monkeypatch):
     import builtins
 
@@ -164,4 +175,11 @@ def test_training_runs_through_the_vllm_backend(tmp_path, monkeypatch):
     config = parse_config(tiny_config_dict(tmp_path, rollout__backend="vllm"))
     summary = train(config, tmp_path / "run", progress=False)
     assert summary["steps"] == 2
-    assert [c[2].lora_int_id for c in engines[0].calls] == [1, 2]  # one adapter load per training step
+    calls = engines[0].calls
+    ids = [c[2].lora_int_id for c in calls]
+    assert ids == sorted(set(ids))  # every request loads the adapter as it is then, under a new id
+    training = [c for c in calls if c[1].n == config.grpo.num_generations]
+    validation = [c for c in calls if c[1].n == 1]  # validation samples through vLLM too, sampled and greedy
+    assert len(training) == 2
+    assert {c[1].temperature for c in validation} == {0.0, config.eval.temperature}
+    assert len(validation) == len(calls) - 2

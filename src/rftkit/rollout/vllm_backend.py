@@ -80,8 +80,9 @@ class VllmBackend:
         params = self.sampling_params(n=num_generations, temperature=0.0 if greedy else temperature, top_p=top_p,
                                       max_tokens=max_new_tokens, logprobs=0, seed=seed,
                                       stop_token_ids=sorted(stop_token_ids(tokenizer)))
+        adapter = self.save_adapter(policy) if hasattr(policy, "get_base_model") else None  # rft eval of the base model
         outputs = self.engine.generate([{"prompt_token_ids": ids} for ids in prompts], params,
-                                       lora_request=self.save_adapter(policy), use_tqdm=False)
+                                       lora_request=adapter, use_tqdm=False)
         samples = [sample for request in outputs for sample in request.outputs]  # row i*G+g: prompt i, sample g
         if len(samples) != len(prompts) * num_generations:
             raise RuntimeError(f"vLLM returned {len(samples)} completions for {len(prompts)} prompts x "
