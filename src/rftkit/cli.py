@@ -71,6 +71,13 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from rftkit.report import build_report
+
+    print(f"report: {build_report(args.run_dir, args.output, args.samples)}")
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from rftkit.experiments import EXPERIMENTS
 
@@ -119,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--output", help="run directory (default: the config's output_dir)")
     _add_overrides(sft)
     sft.set_defaults(func=cmd_sft)
+
+    report = verbs.add_parser("report", help="one HTML page for a run: curves, validation, graded samples")
+    report.add_argument("run_dir", help="a run directory from rft train")
+    report.add_argument("--output", help="HTML file to write (default: RUN_DIR/report.html)")
+    report.add_argument("--samples", type=int, default=40, help="latest graded samples to show (default: 40)")
+    report.set_defaults(func=cmd_report)
 
     experiment = verbs.add_parser("experiment", help="comparisons on the embedded model (README: Algorithms)")
     experiment.add_argument("name", choices=["countdown-data-efficiency", "algorithm-comparison"])  # EXPERIMENTS

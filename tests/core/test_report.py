@@ -1,0 +1,66 @@
+"""`rft report`: a self-contained page from a run directory, safe against markup in completions."""
+
+import json
+import re
+
+import pytest
+
+from rftkit.cli import main
+from rftkit.data import DataError
+from rftkit.report import build_report, read_jsonl_tolerant, smooth
+
+
+def _run_dir(tmp_path, torn: bool = False):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": 0, "val/accuracy": 0.1, "val/accuracy_greedy": 0.3}]
+    rows += [{"step": s, "reward/mean": 0.1 * s, "reward/correct": 0.05 * s, "kl/mean": 0.0, "time/generate": 0.2,
+              "time/update": 0.3, "reward_hack/noop": s % 2} for s in (1, 2, 3, 4)]
+    rows.append({"step": 4, "val/accuracy": 0.2, "val/accuracy_greedy": 0.35})
+    text = "".join(json.dumps(r) + "\n" for r in rows) + ('{"step": 5, "reward/me' if torn else "")
+    (run / "metrics.jsonl").write_text(text)
+    sample = {"step": 4, "prompt": "2+2?", "completion": "<script>alert('x')</script> 4", "reward": 1.0,
+              "grades": {"correct": {"score": 1.0, "reason": "equals <4>", "flags": ["reward_hack/noop"]}}}
+    (run / "samples.jsonl").write_text(json.dumps(sample) + "\n")
+    (run / "config.yaml").write_text("model:\n  name: embedded\n")
+    return run
+
+
+def test_report_has_charts_summary_and_escaped_samples(tmp_path):
+    run = _run_dir(tmp_path)
+    summary = {"before": {"accuracy": 0.1, "accuracy_greedy": 0.3, "mean_reward": 0.2},
+               "after": {"accuracy": 0.2, "accuracy_greedy": 0.35, "mean_reward": 0.3}, "steps": 4, "wall_seconds": 9.0}
+    (run / "summary.json").write_text(json.dumps(summary))
+    page = build_report(run).read_text()
+    assert page.startswith("<!doctype html>") and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    titles = re.findall(r'font-size="13">([^<]+)</text>', page)
+    assert titles == ["validation accuracy (held-out)", "training reward", "KL to the reference",
+                      "seconds per step", "reward-hacking flags per step"]  # panels without data are left out
+    assert "reward/correct (last 0.2)" in page  # per-grader rewards join the reward panel
+    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; 4" in page
+    assert "equals &lt;4&gt;" in page and "reward_hack/noop" in page
+    assert "<td>accuracy_greedy</td><td>0.300</td><td>0.350</td>" in page
+    assert "finished" in page and "name: embedded" in page
+
+
+def test_report_of_a_run_in_progress_skips_a_torn_last_line(tmp_path):
+    run = _run_dir(tmp_path, torn=True)
+    out = tmp_path / "r.html"
+    assert main(["report", str(run), "--output", str(out)]) == 0
+    assert "in progress or stopped (last step 4)" in out.read_text()
+
+
+def test_a_broken_line_before_the_end_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(DataError, match=r"m.jsonl:2: not valid JSON"):
+        read_jsonl_tolerant(path)
+
+
+def test_missing_run_directory_is_exit_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "metrics.jsonl: not found" in capsys.readouterr().err
+
+
+def test_smooth_is_a_trailing_mean():
+    assert smooth([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
