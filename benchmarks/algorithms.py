@@ -1,6 +1,6 @@
 """GRPO, Dr. GRPO, DAPO, RLOO and PPO on Countdown: held-out accuracy after the same wall-clock budget.
 
-    flock /tmp/rftkit-cpu.lock .venv/bin/python benchmarks/algorithms.py [--budget 120] [--seeds 0]
+    flock /tmp/rftkit-cpu.lock .venv/bin/python benchmarks/algorithms.py [--budget 120] [--seeds 0] [--jobs 1]
 
 Same as `rft experiment algorithm-comparison`; prints the table and writes
 benchmarks/results/algorithms.json (plus table.md and the run directories under
@@ -25,8 +25,9 @@ if __name__ == "__main__":
     parser.add_argument("--budget", type=float, default=120.0, help="training seconds per algorithm")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--output", default="runs/experiments/algorithm-comparison")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each (<= cores)")
     args = parser.parse_args()
-    meta = main(args.seeds, args.budget, args.output)
+    meta = main(args.seeds, args.budget, args.output, jobs=args.jobs)
     results = Path(__file__).parent / "results" / "algorithms.json"
     shutil.copy(Path(args.output) / "results.json", results)
     data = json.loads(results.read_text())
