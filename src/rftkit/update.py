@@ -132,8 +132,12 @@ def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_m
     mask = allowed[:, None]
     if _packed_mask_dtype(model) is not torch.bool:
         mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position, output_hidden_states=with_hidden)
-    logits = out.logits[group_of_row[:, None], source]  # [N, T, V]
+    # The LM head runs only from the shortest prompt's last column on (logits_to_keep): on a large
+    # vocabulary the logits of prompt positions would dominate time and memory.
+    keep = width - (int((segment == 0).sum(-1).min()) - 1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position, output_hidden_states=with_hidden,
+                logits_to_keep=keep)
+    logits = out.logits[group_of_row[:, None], (source - (width - keep)).clamp(min=0)]  # [N, T, V]; padding: any
     hidden = out.hidden_states[-1][group_of_row[:, None], source] if with_hidden else None
     return logits.float(), hidden, completion_ids
 
