@@ -31,3 +31,15 @@ def tiny_config_dict(tmp_path, **overrides):
 @pytest.fixture
 def tiny_config(tmp_path):
     return parse_config(tiny_config_dict(tmp_path))
+
+
+def randomise_lora(policy, seed: int, scale: float, which: str = "lora_B") -> None:
+    """Overwrite the adapter parameters whose name contains `which` with seeded N(0, scale^2) values:
+    a freshly attached adapter is the identity (B = 0), so nothing would depend on it."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if which in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)

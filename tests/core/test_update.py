@@ -12,6 +12,7 @@ from rftkit.models.loading import attach_lora, encode_prompts, load_base_model, 
 from rftkit.rollout.sampler import sample
 from rftkit.tasks import load_examples
 from rftkit.update import prompt_runs, token_logprobs_and_values
+from tests.conftest import randomise_lora
 
 
 def test_prompt_runs_groups_consecutive_identical_prompts():
@@ -30,11 +31,7 @@ def batch():
     model_config = ModelConfig()
     tokenizer = load_tokenizer(model_config)
     policy = attach_lora(load_base_model(model_config), LoraConfig(r=4))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # a non-zero adapter, so the outputs depend on it
-        for name, param in policy.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
+    randomise_lora(policy, seed=0, scale=0.02)  # a non-zero adapter, so the outputs depend on it
     examples, _ = load_examples(DataConfig(train_size=8, val_size=2))
     prompts = encode_prompts(tokenizer, examples[:3], model_config, None)
     prompts[1] = prompts[1][5:]  # different lengths: rows are left-padded by different amounts

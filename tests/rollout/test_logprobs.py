@@ -15,6 +15,7 @@ from rftkit.rollout import sampler
 from rftkit.rollout.sampler import generate_with_logprobs, sample
 from rftkit.tasks import load_examples
 from rftkit.update import token_logprobs
+from tests.conftest import randomise_lora
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +24,7 @@ def setup():
     model_config = ModelConfig()
     tokenizer = load_tokenizer(model_config)
     policy = attach_lora(load_base_model(model_config), LoraConfig(r=4))
-    with torch.no_grad():  # a non-zero adapter, so the log-probs depend on it
-        gen = torch.Generator().manual_seed(0)
-        for name, param in policy.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
+    randomise_lora(policy, seed=0, scale=0.02)  # a non-zero adapter, so the log-probs depend on it
     examples, _ = load_examples(DataConfig(train_size=8, val_size=2))
     prompts = encode_prompts(tokenizer, examples[:4], model_config, None)
     prompts[1] = prompts[1][7:]  # different lengths, so rows are left-padded by different amounts

@@ -19,7 +19,7 @@ from rftkit.rollout import HFBackend, build_backend, vllm_backend
 from rftkit.rollout.sampler import sample
 from rftkit.rollout.vllm_backend import INSTALL_HINT, VllmBackend
 from rftkit.tasks import load_examples
-from tests.conftest import tiny_config_dict
+from tests.conftest import randomise_lora, tiny_config_dict
 
 
 @dataclass
@@ -88,11 +88,7 @@ def model():
 
 
 def _perturb(policy, seed):
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(seed)
-        for name, param in policy.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    randomise_lora(policy, seed, scale=0.05)
 
 
 def test_rollout_batch_from_vllm_outputs_matches_the_policy(model, tmp_path):
