@@ -87,20 +87,28 @@ def example_from_row(row: Any, where: str) -> Example:
                    fields=fields)
 
 
-def read_jsonl_rows(path: str | Path, what: str = "dataset") -> Iterator[tuple[Any, str]]:
-    """(parsed row, "file:line") for each non-blank line; invalid JSON raises `DataError` naming the line."""
+def read_jsonl_rows(path: str | Path, what: str = "dataset",
+                    torn_last_line_ok: bool = False) -> Iterator[tuple[Any, str]]:
+    """(parsed row, "file:line") for each non-blank line; invalid JSON raises `DataError` naming the line.
+
+    With `torn_last_line_ok`, invalid JSON on the last line ends the rows instead: a file that a
+    running job is appending to (metrics.jsonl) may end in a half-written line.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} file not found")
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                yield json.loads(line), where
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if torn_last_line_ok and line_no == len(lines):
+                return
+            raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        yield row, where
 
 
 def load_jsonl(path: str | Path) -> list[Example]:

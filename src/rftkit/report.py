@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rftkit.data import DataError
+from rftkit.data import read_jsonl_rows
 
 # (title, metric keys drawn in it); a panel whose keys never occur is left out
 PANELS: list[tuple[str, list[str]]] = [
@@ -33,18 +33,7 @@ WIDTH, HEIGHT, MARGIN = 440, 220, 42
 
 def read_jsonl_tolerant(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file that a running job may be appending to (a torn last line is skipped)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            if number == len(lines):
-                break  # being written right now
-            raise DataError(f"{path}:{number}: not valid JSON") from None
-    return rows
+    return [row for row, _ in read_jsonl_rows(path, "run", torn_last_line_ok=True)]
 
 
 def smooth(values: list[float], window: int) -> list[float]:
@@ -72,10 +61,9 @@ def svg_chart(title: str, lines: dict[str, tuple[list[int], list[float]]]) -> st
         y0, y1 = y0 - 0.5, y1 + 0.5
     span_x = (x1 - x0) or 1
 
-    def point(x: float, y: float) -> str:
-        px = MARGIN + (x - x0) / span_x * (WIDTH - MARGIN - 10)
-        py = HEIGHT - MARGIN + 12 - (y - y0) / (y1 - y0) * (HEIGHT - MARGIN - 10)
-        return f"{px:.1f},{py:.1f}"
+    def point(x: float, y: float) -> tuple[float, float]:
+        return (MARGIN + (x - x0) / span_x * (WIDTH - MARGIN - 10),
+                HEIGHT - MARGIN + 12 - (y - y0) / (y1 - y0) * (HEIGHT - MARGIN - 10))
 
     parts = [f'<svg width="{WIDTH}" height="{HEIGHT}" xmlns="http://www.w3.org/2000/svg" role="img">',
              f'<text x="{WIDTH / 2}" y="14" text-anchor="middle" font-size="13">{html.escape(title)}</text>',
@@ -87,9 +75,10 @@ def svg_chart(title: str, lines: dict[str, tuple[list[int], list[float]]]) -> st
              f'<text x="{WIDTH - 10}" y="{HEIGHT - 16}" text-anchor="end" font-size="10">{x1}</text>']
     for i, (name, (steps, values)) in enumerate(lines.items()):
         colour = COLOURS[i % len(COLOURS)]
-        coords = " ".join(point(x, y) for x, y in zip(steps, values))
-        marker = "".join(f'<circle cx="{c.split(",")[0]}" cy="{c.split(",")[1]}" r="2.5" fill="{colour}"/>'
-                         for c in coords.split()) if len(steps) <= 30 else ""
+        points = [point(x, y) for x, y in zip(steps, values)]
+        coords = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+        marker = "".join(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{colour}"/>'
+                         for px, py in points) if len(steps) <= 30 else ""
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{coords}"/>{marker}')
         parts.append(f'<text x="{WIDTH - 12}" y="{32 + 12 * i}" text-anchor="end" font-size="10" '
                      f'fill="{colour}">{html.escape(name)} (last {values[-1]:.4g})</text>')

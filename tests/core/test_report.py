@@ -53,7 +53,7 @@ def test_report_of_a_run_in_progress_skips_a_torn_last_line(tmp_path):
 def test_a_broken_line_before_the_end_is_an_error_naming_it(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
-    with pytest.raises(DataError, match=r"m.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"m.jsonl:2: invalid JSON"):
         read_jsonl_tolerant(path)
 
 
