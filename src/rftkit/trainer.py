@@ -149,10 +149,16 @@ def step_metrics(run: Run, data: StepData, stats: UpdateStats, extra: dict[str, 
     return record
 
 
+def rollout_backend(run: Run) -> RolloutBackend:
+    """The run's sampling backend (validation and rollouts share it), built on first use from config.rollout."""
+    run.rollout = run.rollout or build_backend(run.config, run.run_dir)
+    return run.rollout
+
+
 def validate(run: Run, record: dict) -> dict[str, float]:
     started = time.perf_counter()
-    run.rollout = run.rollout or build_backend(run.config, run.run_dir)
-    metrics = evaluate(run.policy, run.tokenizer, run.val_examples, run.graders, run.config, run.rollout).metrics
+    metrics = evaluate(run.policy, run.tokenizer, run.val_examples, run.graders, run.config,
+                       rollout_backend(run)).metrics
     record.update({f"val/{k}": v for k, v in metrics.items()})
     record["time/validate"] = round(time.perf_counter() - started, 3)
     run.state.last_validation = metrics
@@ -187,8 +193,7 @@ def sft_warmup(run: Run) -> None:
 
 def collect_step(run: Run) -> StepData:
     cfg = run.config
-    run.rollout = run.rollout or build_backend(cfg, run.run_dir)
-    sample = lambda prompts: run.rollout.generate(  # noqa: E731
+    sample = lambda prompts: rollout_backend(run).generate(  # noqa: E731
         run.policy, run.tokenizer, prompts, cfg.grpo.num_generations, cfg.train.max_completion_length,
         cfg.train.temperature, cfg.train.top_p, run.generator, cfg.model, cfg.data.system_prompt)
     shape = lambda rewards, batch: run.algorithm.shape_rewards(rewards, batch, cfg)  # noqa: E731

@@ -15,6 +15,7 @@ import torch
 from rftkit.algorithms.grpo import aggregate, clipped_surrogate, kl_k3, masked_mean
 from rftkit.algorithms.ppo import clipped_value_loss
 from rftkit.rollout import RolloutBatch
+from rftkit.rollout.sampler import unwrap_peft
 
 
 @dataclass
@@ -67,9 +68,10 @@ def _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, wi
     prompt_ids, prompt_mask = prompt_ids[:, start:], prompt_mask[:, start:]
     completion_ids, completion_mask = completion_ids[:, :width], completion_mask[:, :width]
     starts, counts = prompt_runs(prompt_ids, prompt_mask)
-    if len(starts) < prompt_ids.shape[0] and width > 0 and _packed_mask_dtype(model) is not None:
+    mask_dtype = _packed_mask_dtype(model)
+    if len(starts) < prompt_ids.shape[0] and width > 0 and mask_dtype is not None:
         return _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_mask, starts, counts,
-                               with_hidden)
+                               mask_dtype, with_hidden)
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attention = torch.cat([prompt_mask, completion_mask], dim=1)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -85,13 +87,12 @@ def _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, wi
 def _packed_mask_dtype(model) -> torch.dtype | None:
     """How a custom 4-D mask reaches this model's attention: bool for SDPA, additive float for eager;
     None for implementations that take no 4-D mask (flash attention), which use the unpacked path."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    implementation = getattr(base.config, "_attn_implementation", None)
+    implementation = getattr(unwrap_peft(model).config, "_attn_implementation", None)
     return {"sdpa": torch.bool, "eager": torch.float32}.get(implementation)
 
 
 def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_mask, starts, counts,
-                    with_hidden: bool):
+                    mask_dtype: torch.dtype, with_hidden: bool):
     """`_forward` over one packed row per distinct prompt: [prompt | completion 1 | completion 2 | ...].
 
     Each completion attends to the whole prompt and to its own earlier tokens only, and its
@@ -101,36 +102,35 @@ def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_m
     N*(P + longest completion): no prompt is computed twice and no completion is padded.
     """
     lengths = completion_mask.sum(-1).tolist()  # completions are contiguous from their first column
-    pieces, segments, positions = [], [], []
+    rows, segments, positions = [], [], []  # per group: packed tokens, segment ids, position ids
     source = torch.zeros(completion_ids.shape, dtype=torch.long)  # [N, T] packed column predicting token t
     group_of_row = torch.repeat_interleave(torch.arange(len(starts)), counts)  # [N]
     for first, count in zip(starts.tolist(), counts.tolist()):
         prompt = prompt_ids[first][prompt_mask[first].bool()]
         plen = len(prompt)
-        pieces.append(prompt), segments.append(torch.zeros(plen, dtype=torch.long))
-        positions.append(torch.arange(plen))
+        tokens, segment_ids, position_ids = [prompt], [torch.zeros(plen, dtype=torch.long)], [torch.arange(plen)]
         column = plen
         for j, row in enumerate(range(first, first + count)):
             n = lengths[row]
-            pieces.append(completion_ids[row, :n]), segments.append(torch.full((n,), j + 1))
-            positions.append(plen + torch.arange(n))
+            tokens.append(completion_ids[row, :n]), segment_ids.append(torch.full((n,), j + 1))
+            position_ids.append(plen + torch.arange(n))
             # token 0 is predicted by the prompt's last column, token t by the column of token t - 1
             source[row, :n] = torch.cat([torch.tensor([plen - 1]), column + torch.arange(n - 1)])[:n]
             column += n
-    spans = _spans(counts)
-    rows = [torch.cat(pieces[i:j]) for i, j in spans]
+        rows.append(torch.cat(tokens))
+        segments.append(torch.cat(segment_ids))
+        positions.append(torch.cat(position_ids))
     width = max(len(row) for row in rows)
     ids = torch.zeros((len(rows), width), dtype=torch.long)
     segment = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding, 0: prompt, j: completion j
     position = torch.zeros((len(rows), width), dtype=torch.long)
-    for u, ((i, j), row) in enumerate(zip(spans, rows)):
-        ids[u, :len(row)], segment[u, :len(row)], position[u, :len(row)] = \
-            row, torch.cat(segments[i:j]), torch.cat(positions[i:j])
+    for u, (row, segment_ids, position_ids) in enumerate(zip(rows, segments, positions)):
+        ids[u, :len(row)], segment[u, :len(row)], position[u, :len(row)] = row, segment_ids, position_ids
     causal = torch.ones((width, width), dtype=torch.bool).tril()
     keys = segment[:, None, :]
     allowed = causal & ((keys == 0) | (keys == segment[:, :, None])) & (keys != -1)  # [U, S, S]
     mask = allowed[:, None]
-    if _packed_mask_dtype(model) is not torch.bool:
+    if mask_dtype is not torch.bool:
         mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
     # The LM head runs only from the shortest prompt's last column on (logits_to_keep): on a large
     # vocabulary the logits of prompt positions would dominate time and memory.
@@ -140,15 +140,6 @@ def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_m
     logits = out.logits[group_of_row[:, None], (source - (width - keep)).clamp(min=0)]  # [N, T, V]; padding: any
     hidden = out.hidden_states[-1][group_of_row[:, None], source] if with_hidden else None
     return logits.float(), hidden, completion_ids
-
-
-def _spans(counts: torch.Tensor) -> list[tuple[int, int]]:
-    """For each group, the slice of the `pieces` list holding its prompt and its completions."""
-    spans, i = [], 0
-    for count in counts.tolist():
-        spans.append((i, i + 1 + count))
-        i += 1 + count
-    return spans
 
 
 def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,

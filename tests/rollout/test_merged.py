@@ -9,14 +9,11 @@ from rftkit.rollout import HFBackend
 from rftkit.rollout.merged import MergedCopy, wants_merged_copy
 from rftkit.tasks import load_examples
 from rftkit.update import token_logprobs
+from tests.conftest import randomise_lora
 
 
 def _randomise_adapter(policy, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in policy.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    randomise_lora(policy, seed, scale=0.05, which="lora_")  # A and B both
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +60,9 @@ def test_merged_sampling_records_the_policys_logprobs(setup):
     unmerged = HFBackend("off").generate(policy, tokenizer, examples, 3, 16, 1.0, 1.0,
                                          torch.Generator().manual_seed(0), model_config, None)
     assert unmerged.completions == batch.completions  # same draws: the two models differ only by rounding
+    bare = policy.get_base_model()  # another model through the same backend: decided afresh, nothing to merge
+    backend.generate(bare, tokenizer, examples[:1], 1, 4, 1.0, 1.0, torch.Generator().manual_seed(0), model_config, None)
+    assert backend.policy is bare and backend.merged is None
 
 
 def test_auto_merges_small_peft_models_only(setup, monkeypatch):

@@ -63,15 +63,16 @@ class HFBackend:
 
     def __init__(self, merge_lora: str = "off"):
         self.merge_lora = merge_lora
-        self.merged = None  # MergedCopy, built on the first call that wants one
+        self.policy = None  # the policy `merged` was decided for
+        self.merged = None  # its MergedCopy, when it wants one
 
     def generate(self, policy, tokenizer, examples: list[Example], num_generations: int, max_new_tokens: int,
                  temperature: float, top_p: float, generator: torch.Generator, model_config,
                  system_prompt: str | None, greedy: bool = False) -> RolloutBatch:
-        model = policy
-        if wants_merged_copy(self.merge_lora, policy):
-            self.merged = self.merged or MergedCopy(policy)
-            model = self.merged.refresh(policy)
+        if policy is not self.policy:  # decided once per policy (it counts parameters), not on every rollout
+            self.policy = policy
+            self.merged = MergedCopy(policy) if wants_merged_copy(self.merge_lora, policy) else None
+        model = self.merged.refresh(policy) if self.merged else policy
         return generate_rollouts(model, tokenizer, examples, num_generations, max_new_tokens, temperature, top_p,
                                  generator, model_config, system_prompt, greedy)
 

@@ -71,18 +71,19 @@ class PreallocatedLayer(DynamicLayer):
         self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
 
 
-def _base(model):
+def unwrap_peft(model):
+    """The transformers model inside a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def cache_kwarg(model) -> str:
     """transformers 5 renamed `past_key_values` to `cache`; support both."""
-    params = inspect.signature(_base(model).forward).parameters
+    params = inspect.signature(unwrap_peft(model).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
 def _new_cache(model, capacity: int) -> Cache:
-    layers = _base(model).config.get_text_config(decoder=True).num_hidden_layers
+    layers = unwrap_peft(model).config.get_text_config(decoder=True).num_hidden_layers
     return Cache(layers=[PreallocatedLayer(capacity) for _ in range(layers)])
 
 
