@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import time
 
 import pytest
@@ -24,9 +25,16 @@ def test_isolation_is_reported(tight_pool):
 
 
 def test_environment_is_scrubbed_and_stdin_closed(tight_pool):
-    result = script(tight_pool, "import os, sys\nprint(sorted(os.environ))\nprint(repr(sys.stdin.read()))")
+    code = ("import os, sys\nprint(sorted(os.environ))\nprint(repr(sys.stdin.read()))\n"
+            "print(os.environ['HOME'], os.environ['TMPDIR'], os.getcwd())")
+    result = script(tight_pool, code)
     assert SECRET not in result.stdout and "RFTKIT_TEST_SECRET" not in result.stdout
-    assert result.stdout.splitlines()[1] == "''"  # stdin reads as empty, never the parent's input
+    names, stdin, places = result.stdout.splitlines()
+    assert stdin == "''"  # stdin reads as empty, never the parent's input
+    home, tmpdir, cwd = places.split()
+    assert home == tmpdir == cwd  # the private working directory is also home and the temp dir
+    assert set(ast.literal_eval(names)) <= {"PATH", "LANG", "PYTHONDONTWRITEBYTECODE", "OMP_NUM_THREADS", "TRITON_INTERPRET",
+                                "HOME", "TMPDIR", "TRITON_CACHE_DIR"}
 
 
 def test_output_is_capped(tight_pool):

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from rftkit.sandbox import _linux
 
+EXECUTION_WORKDIR = "/tmp/work"  # inside each execution's private /tmp
+
 if TYPE_CHECKING:
     from rftkit.sandbox.zygote import WorkerState
 
@@ -48,10 +50,10 @@ def setup_execution_mounts(state: "WorkerState") -> str:
     _bind_back_readonly(keep)
     if state.pidns:
         _linux.mount("proc", "/proc", "proc", safe | _linux.MS_NOEXEC)
-    os.mkdir("/tmp/work", 0o700)
+    os.mkdir(EXECUTION_WORKDIR, 0o700)
     if state.uid is not None:
-        os.chown("/tmp/work", state.uid, state.uid)
-    return "/tmp/work"
+        os.chown(EXECUTION_WORKDIR, state.uid, state.uid)
+    return EXECUTION_WORKDIR
 
 
 def _hide_paths(state: "WorkerState", safe: int) -> None:

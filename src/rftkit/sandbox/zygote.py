@@ -36,6 +36,7 @@ CHANNEL_CAP = 16 << 20
 UID_BASE = 2_000_000  # per-worker uids (2_000_000 + worker pid): unused by real accounts, so RLIMIT_NPROC counts only the run
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 ALWAYS_HIDDEN = ("/root", "/home")
+EXECUTION_WORKDIR = mounts.EXECUTION_WORKDIR
 
 
 def send_message(stream: BinaryIO, message: Any) -> None:
@@ -149,6 +150,12 @@ def _others_can_read(path: str) -> bool:
 # ------------------------------------------------------------------ the child (runs the untrusted code)
 
 
+def set_child_environment(state: WorkerState, workdir: str) -> None:
+    """The environment untrusted code sees: the scrubbed variables, and its working directory as home."""
+    os.environ.clear()
+    os.environ.update(state.env, HOME=workdir, TMPDIR=workdir, TRITON_CACHE_DIR=f"{workdir}/.triton")
+
+
 def _set_limits(config: SimpleNamespace, timeout_s: float, userns: bool) -> None:
     address_space = config.baseline_vm_bytes + config.address_space_mb * (1 << 20)
     cpu = int(config.cpu_time_s or timeout_s + 0.999) or 1
@@ -184,8 +191,8 @@ def _isolate_child(state: WorkerState, fds: tuple[int, int, int], workdir: str |
         _linux.install_network_filter()
     else:
         _linux.set_no_new_privs()
-    os.environ.clear()
-    os.environ.update(state.env, HOME=workdir, TMPDIR=workdir, TRITON_CACHE_DIR=f"{workdir}/.triton")
+    if workdir != EXECUTION_WORKDIR:  # with the mount namespace the zygote has set this environment once
+        set_child_environment(state, workdir)
     sys.path[:] = [p for p in sys.path if p]  # no '' entry: the working directory is the code's, not ours
 
 
@@ -361,6 +368,8 @@ def main() -> None:
     if self_test_error:
         send_message(responses, {"error": self_test_error})
         return
+    if state.mountns:  # every execution works in the same path: its environment is set here, not in each child
+        set_child_environment(state, EXECUTION_WORKDIR)
     send_message(responses, {"ready": True, "isolation": state.isolation()})
     while (request := recv_message(requests)) is not None:
         send_message(responses, execute(state, request))
