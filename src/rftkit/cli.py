@@ -91,7 +91,7 @@ def cmd_base_build(args: argparse.Namespace) -> int:
     from rftkit.training_setup import set_threads
 
     set_threads(None)
-    recipe = PretrainRecipe(bf16=args.bf16, **({"steps": args.steps} if args.steps else {}))
+    recipe = PretrainRecipe(bf16=not args.float32, **({"steps": args.steps} if args.steps else {}))
     build(args.output or EMBEDDED_DIR, recipe)
     return 0
 
@@ -148,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     build = base_verbs.add_parser("build", help="pretrain the embedded model from scratch (offline, CPU)")
     build.add_argument("--output", help="directory to write (default: the package's embedded model)")
     build.add_argument("--steps", type=int, help="pretraining steps (default: the recipe's)")
-    build.add_argument("--bf16", action="store_true", help="bfloat16 autocast: ~1.7x faster on CPUs with "
-                       "AVX512-BF16 or AMX, but not the shipped model (README: The embedded model)")
+    build.add_argument("--float32", action="store_true", help="train without bfloat16 autocast (slower on CPUs "
+                       "with AVX512-BF16 or AMX, faster on others; a different model from the shipped one)")
     build.set_defaults(func=cmd_base_build)
     return parser
 

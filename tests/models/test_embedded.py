@@ -21,6 +21,9 @@ def test_shipped_model_loads_with_auto_classes_and_chat_template():
     # digits are single tokens, so 123 and 124 share their first two tokens
     assert tokenizer.tokenize("123")[:2] == tokenizer.tokenize("124")[:2] and len(tokenizer.tokenize("123")) == 3
     assert tokenizer.decode(tokenizer.encode("<answer>(3+5)*2</answer>")) == "<answer>(3+5)*2</answer>"
+    # the chat roles are one token each (they were 3 and 9 before the tokenizer learned from them)
+    assert [tokenizer.tokenize(text) for text in text.split("\n")[:1]] == [["<|im_start|>", "user"]]
+    assert tokenizer.tokenize("<|im_start|>assistant\n") == ["<|im_start|>", "assistant", "Ċ"]
 
 
 def test_recipe_builds_a_loadable_model(tmp_path):
@@ -56,7 +59,24 @@ def test_encode_puts_completion_tokens_after_the_chat_prompt_and_masks_only_them
                                + len(tokenizer.encode(c, add_special_tokens=False)) for p, c in pairs)
 
 
+def test_recipe_loss_reads_completion_positions_only():
+    """The recipe's loss (LM head on completion positions only) equals the full-logits masked mean."""
+    from rftkit.models.pretrain import completion_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(EMBEDDED_DIR, dtype=torch.float32)
+    x = torch.randint(4, 300, (3, 12))
+    m = torch.zeros(3, 12, dtype=torch.long)
+    m[0, 8:12], m[1, 5:9], m[2, 10:12] = 1, 1, 1
+    logits = model(input_ids=x).logits[:, :-1]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
+                                            reduction="none").view(3, 11)
+    expected = (nll * m[:, 1:]).sum() / m[:, 1:].sum()
+    torch.testing.assert_close(completion_loss(model, x, m), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_bf16_recipe_trains_and_leaves_the_saved_attention_setting_alone(tmp_path):
+    assert PretrainRecipe().bf16  # the shipped model is the bf16 build
     report = build(tmp_path / "m", PretrainRecipe(puzzles=300, steps=3, batch_size=8, warmup_steps=1,
                                                   exclude_size=50, bf16=True), log=lambda *_: None)
     assert report["recipe"]["bf16"] is True

@@ -34,10 +34,9 @@ class PretrainRecipe:
     warmup_steps: int = 100
     seed: int = 0
     # bfloat16 autocast for the matmuls (float32 master weights and optimizer): 1.6x faster per step
-    # on CPUs with native bf16 (AVX512-BF16, AMX), elsewhere slower. Off for the shipped model: a bf16
-    # build (4.2 min instead of 7.4) started at 0.156 sampled / 0.300 greedy, and the main job then
-    # lowered its greedy accuracy (0.288 after 900 steps) where the float32 model's rose.
-    bf16: bool = False
+    # on CPUs with native bf16 (AVX512-BF16, AMX), slower elsewhere. The shipped model is the bf16 build;
+    # `rft base build --float32` trains without autocast (a different model, see the README).
+    bf16: bool = True
     # The default data (examples/countdown.yaml) is countdown seed 1234; puzzles in its first
     # `exclude_size` examples never enter pretraining.
     exclude_seed: int = 1234
@@ -94,6 +93,18 @@ def _lr_at(step: int, recipe: PretrainRecipe) -> float:
     return recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def completion_loss(model, ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss over the completion tokens (`loss_mask` 1) of right-padded rows.
+
+    Only completion positions are scored, so the LM head and softmax run on those alone (about a
+    fifth of the tokens); the body still sees every token, since answers attend to their prompts.
+    """
+    predicts_completion = loss_mask[:, 1:].bool()
+    hidden = model.model(input_ids=ids).last_hidden_state[:, :-1]
+    logits = model.lm_head(hidden[predicts_completion]).float()
+    return torch.nn.functional.cross_entropy(logits, ids[:, 1:][predicts_completion])
+
+
 def train(model, ids: torch.Tensor, loss_mask: torch.Tensor, recipe: PretrainRecipe, log=print) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.01, betas=(0.9, 0.95))
     generator = torch.Generator().manual_seed(recipe.seed)
@@ -109,13 +120,8 @@ def train(model, ids: torch.Tensor, loss_mask: torch.Tensor, recipe: PretrainRec
         x, m = ids[batch], loss_mask[batch]
         width = int(m.nonzero()[:, 1].max()) + 1  # completions end each row: trim the shared right padding
         x, m = x[:, :width], m[:, :width]
-        # The loss reads only completion positions, so the LM head and softmax run on those alone
-        # (about a fifth of the tokens); the body still sees every token, since answers attend to prompts.
-        predicts_completion = m[:, 1:].bool()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
-            hidden = model.model(input_ids=x).last_hidden_state[:, :-1]
-            logits = model.lm_head(hidden[predicts_completion]).float()
-        loss = torch.nn.functional.cross_entropy(logits, x[:, 1:][predicts_completion])
+            loss = completion_loss(model, x, m)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, recipe)
         optimizer.zero_grad(set_to_none=True)
