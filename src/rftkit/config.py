@@ -125,6 +125,10 @@ class RolloutConfig(Section):
                                                      "per-token adapter ops; ~1.6x faster decoding on the embedded "
                                                      "model) at the cost of one more copy of the adapted weights. "
                                                      "'auto': on for models up to 1 B parameters.")
+    fast_decode: bool = Field(True, description="hf only, with the merged copy: run decode steps through rftkit's "
+                              "fused implementation for Qwen2 and Llama models (one matmul for q/k/v and one for "
+                              "gate/up, one RMSNorm op); other architectures use the model's own forward. "
+                              "false: always the model's own forward.")
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vllm only: fraction of GPU memory vLLM may "
                                           "take (the training model shares the GPU).")
     max_model_len: int | None = Field(None, ge=1, description="vllm only: longest prompt + completion in tokens "

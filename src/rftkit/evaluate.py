@@ -55,7 +55,7 @@ def evaluate(policy, tokenizer, examples: list[Example], graders: list[WeightedG
              backend: RolloutBackend | None = None) -> EvalResult:
     """Sampled and greedy passes through `backend` (training's own, so validation samples the way
     training does: vLLM, or the merged copy); by default the built-in sampler per `rollout.merge_lora`."""
-    backend = backend or HFBackend(config.rollout.merge_lora)
+    backend = backend or HFBackend(config.rollout.merge_lora, config.rollout.fast_decode)
     sampled, sampled_grades = _pass(policy, tokenizer, examples, graders, config, False, backend)
     greedy, greedy_grades = _pass(policy, tokenizer, examples, graders, config, True, backend)
     n = max(len(examples), 1)

@@ -33,11 +33,11 @@ class RolloutBatch:
 
 def generate_rollouts(policy, tokenizer, examples: list[Example], num_generations: int, max_new_tokens: int,
                       temperature: float, top_p: float, generator: torch.Generator, model_config,
-                      system_prompt: str | None, greedy: bool = False) -> RolloutBatch:
+                      system_prompt: str | None, greedy: bool = False, decoder=None) -> RolloutBatch:
     prompts = encode_prompts(tokenizer, examples, model_config, system_prompt)
     out: SampleOutput = sample(policy, prompts, num_generations, max_new_tokens, stop_token_ids(tokenizer),
                                tokenizer.pad_token_id, temperature=temperature, top_p=top_p, greedy=greedy,
-                               generator=generator)
+                               generator=generator, decoder=decoder)
     completions = tokenizer.batch_decode(out.completion_ids * out.completion_mask
                                          + tokenizer.pad_token_id * (1 - out.completion_mask),
                                          skip_special_tokens=True)
@@ -58,11 +58,12 @@ class HFBackend:
     """The built-in KV-cache sampler (CPU or GPU): on the policy itself, or on a merged copy of it.
 
     With `merge_lora` ('auto', 'on', 'off'; see rftkit.rollout.merged) the sampler decodes with a
-    plain copy of the model whose weights have the current adapter merged in, refreshed on every call.
+    plain copy of the model whose weights have the current adapter merged in, refreshed on every call;
+    with `fast_decode`, that copy's decode steps run through rftkit.rollout.fast_decode where supported.
     """
 
-    def __init__(self, merge_lora: str = "off"):
-        self.merge_lora = merge_lora
+    def __init__(self, merge_lora: str = "off", fast_decode: bool = False):
+        self.merge_lora, self.fast_decode = merge_lora, fast_decode
         self.policy = None  # the policy `merged` was decided for
         self.merged = None  # its MergedCopy, when it wants one
 
@@ -71,10 +72,12 @@ class HFBackend:
                  system_prompt: str | None, greedy: bool = False) -> RolloutBatch:
         if policy is not self.policy:  # decided once per policy (it counts parameters), not on every rollout
             self.policy = policy
-            self.merged = MergedCopy(policy) if wants_merged_copy(self.merge_lora, policy) else None
+            self.merged = (MergedCopy(policy, self.fast_decode) if wants_merged_copy(self.merge_lora, policy)
+                           else None)
         model = self.merged.refresh(policy) if self.merged else policy
         return generate_rollouts(model, tokenizer, examples, num_generations, max_new_tokens, temperature, top_p,
-                                 generator, model_config, system_prompt, greedy)
+                                 generator, model_config, system_prompt, greedy,
+                                 decoder=self.merged.decoder if self.merged else None)
 
 
 def build_backend(config: RFTConfig, run_dir: Path) -> RolloutBackend:
@@ -87,4 +90,4 @@ def build_backend(config: RFTConfig, run_dir: Path) -> RolloutBackend:
                                config.rollout.gpu_memory_utilization, config.rollout.max_model_len,
                                config.train.seed)
         return VllmBackend(engine, adapter_root=run_dir / "vllm_adapter")
-    return HFBackend(config.rollout.merge_lora)
+    return HFBackend(config.rollout.merge_lora, config.rollout.fast_decode)

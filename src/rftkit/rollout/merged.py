@@ -15,6 +15,8 @@ import copy
 
 import torch
 
+from rftkit.rollout.fast_decode import FastDecoder
+
 MERGE_AUTO_MAX_PARAMS = 1_000_000_000
 
 
@@ -33,14 +35,18 @@ def _adapted_layers(policy) -> dict[str, torch.nn.Module]:
 
 
 class MergedCopy:
-    """Holds the merged model; `refresh(policy)` brings it up to date and returns it."""
+    """Holds the merged model; `refresh(policy)` brings it up to date and returns it.
 
-    def __init__(self, policy):
+    With `fast_decode`, `decoder` is a FastDecoder of the copy (None where the architecture has none).
+    """
+
+    def __init__(self, policy, fast_decode: bool = False):
         self.model = copy.deepcopy(policy).merge_and_unload()
         self.model.eval()
         for param in self.model.parameters():
             param.requires_grad_(False)
         self.targets = {name: self.model.get_submodule(name) for name in _adapted_layers(policy)}
+        self.decoder = FastDecoder(self.model) if fast_decode and FastDecoder.supports(self.model) else None
 
     @torch.no_grad()
     def refresh(self, policy):
@@ -50,4 +56,6 @@ class MergedCopy:
                 if adapter in layer.lora_A or adapter in getattr(layer, "lora_embedding_A", {}):
                     weight = weight + layer.get_delta_weight(adapter)
             self.targets[name].weight.copy_(weight)
+        if self.decoder is not None:
+            self.decoder.refresh()
         return self.model

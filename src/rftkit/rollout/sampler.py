@@ -125,10 +125,14 @@ def _pick_tokens(logits: torch.Tensor, temperature: float, top_p: float, greedy:
 
 def sample(model, prompts: list[list[int]], num_generations: int, max_new_tokens: int, eos_ids: set[int],
            pad_id: int, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
-           generator: torch.Generator | None = None) -> SampleOutput:
-    """Sample `num_generations` completions for each prompt (token-id lists)."""
+           generator: torch.Generator | None = None, decoder=None) -> SampleOutput:
+    """Sample `num_generations` completions for each prompt (token-id lists).
+
+    `decoder` (a `fast_decode.FastDecoder` of `model`) runs the one-token decode steps; the prefill,
+    and every step when it is None, runs through the model's own forward.
+    """
     out = _sample(model, prompts, num_generations, max_new_tokens, eos_ids, pad_id, temperature, top_p, greedy,
-                  generator)
+                  generator, decoder)
     # Inference-mode tensors cannot enter autograd (the update uses old_logprobs); copies made here can.
     return SampleOutput(*(t.clone() for t in (out.prompt_ids, out.prompt_mask, out.completion_ids,
                                               out.completion_mask, out.logprobs)))
@@ -136,7 +140,7 @@ def sample(model, prompts: list[list[int]], num_generations: int, max_new_tokens
 
 @torch.inference_mode()
 def _sample(model, prompts, num_generations, max_new_tokens, eos_ids, pad_id, temperature, top_p, greedy,
-            generator) -> SampleOutput:
+            generator, decoder) -> SampleOutput:
     prompt_ids, prompt_mask = left_pad(prompts, pad_id)
     width = prompt_ids.shape[1]
     cache, cache_key = _new_cache(model, width + max_new_tokens), cache_kwarg(model)
@@ -176,10 +180,13 @@ def _sample(model, prompts, num_generations, max_new_tokens, eos_ids, pad_id, te
             rows, tokens, attention, next_position = rows[keep], tokens[keep], attention[keep], next_position[keep]
             running = running[keep]
         attention[:, width + step] = True
-        out = model(input_ids=tokens[:, None], attention_mask=attention[:, None, None, :width + step + 1],
-                    position_ids=next_position[:, None], use_cache=True, **{cache_key: cache})
+        if decoder is not None:
+            last_logits = decoder.step(tokens, next_position, cache.layers, attention[:, :width + step + 1])
+        else:
+            out = model(input_ids=tokens[:, None], attention_mask=attention[:, None, None, :width + step + 1],
+                        position_ids=next_position[:, None], use_cache=True, **{cache_key: cache})
+            last_logits = out.logits[:, -1, :]
         next_position = next_position + 1
-        last_logits = out.logits[:, -1, :]
     used = int(completion_mask.sum(-1).max().item()) if n else 0
     return SampleOutput(prompt_ids, prompt_mask, completion_ids[:, :used], completion_mask[:, :used],
                         logprobs[:, :used])

@@ -1,0 +1,124 @@
+"""A hand-written one-token decode step for plain Llama-family models (Qwen2, Llama), used by the sampler.
+
+Decoding runs the whole model once per generated token on a [rows, 1] input, where the cost of a
+step is the number of operations, not arithmetic: transformers' layers spend most of it in
+projections computed one by one, mask plumbing, reshapes and cache bookkeeping. This step does the
+same arithmetic in fewer operations: q, k and v come from one fused matmul, gate and up from
+another, RMSNorm is one `rms_norm` call, rotary embedding is applied to q and k together, and the
+additive mask is built once per step for all layers. Rotary cos/sin come from the model's own
+`rotary_emb` module, so every RoPE variant transformers implements gives the same angles.
+
+Only used on a plain model (the merged copy): a PEFT-wrapped model, sliding-window or other
+architectures fall back to the model's own forward (`FastDecoder.supports`). The prefill still
+runs through transformers; tests/rollout/test_fast_decode.py checks this step's logits against the
+model's forward and that sampling gives the same tokens and log-probs either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+@dataclass
+class _LayerWeights:
+    input_norm: torch.Tensor  # [hidden]
+    qkv: torch.Tensor  # [(H + 2 K) * D, hidden]: q, k and v projections stacked
+    qkv_bias: torch.Tensor | None  # [(H + 2 K) * D]
+    out: torch.Tensor  # [hidden, H * D]
+    post_norm: torch.Tensor  # [hidden]
+    gate_up: torch.Tensor  # [2 * I, hidden]: gate and up projections stacked
+    down: torch.Tensor  # [hidden, I]
+
+
+def _stacked_bias(*linears) -> torch.Tensor | None:
+    if all(linear.bias is None for linear in linears):
+        return None
+    return torch.cat([linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
+                      for linear in linears])
+
+
+class FastDecoder:
+    """Decode steps for one plain model; `refresh()` after its weights change (the merged copy does)."""
+
+    def __init__(self, model):
+        self.model = model
+        config = model.config.get_text_config(decoder=True)
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.eps = config.rms_norm_eps
+        self.intermediate = config.intermediate_size
+        self.refresh()
+
+    @staticmethod
+    def supports(model) -> bool:
+        """A plain (not PEFT-wrapped) Qwen2 or Llama model with full attention in every layer and SiLU MLPs."""
+        if hasattr(model, "get_base_model") or not hasattr(model, "model") or not hasattr(model, "lm_head"):
+            return False
+        config = model.config
+        if config.model_type not in SUPPORTED_MODEL_TYPES or config.hidden_act != "silu":
+            return False
+        if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+            return False
+        if getattr(config, "use_sliding_window", False) or getattr(config, "mlp_bias", False):
+            return False
+        layer = model.model.layers[0]
+        return all(isinstance(m, torch.nn.Linear) for m in (layer.self_attn.q_proj, layer.self_attn.o_proj,
+                                                              layer.mlp.gate_proj, layer.mlp.down_proj, model.lm_head))
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Re-stack the fused weights from the model's current ones."""
+        body = self.model.model
+        self.layers = []
+        for layer in body.layers:
+            attention, mlp = layer.self_attn, layer.mlp
+            projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+            self.layers.append(_LayerWeights(
+                input_norm=layer.input_layernorm.weight, post_norm=layer.post_attention_layernorm.weight,
+                qkv=torch.cat([p.weight for p in projections]), qkv_bias=_stacked_bias(*projections),
+                out=attention.o_proj.weight, gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+                down=mlp.down_proj.weight))
+        self.embed, self.final_norm = body.embed_tokens.weight, body.norm.weight
+        self.lm_head, self.lm_head_bias = self.model.lm_head.weight, self.model.lm_head.bias
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache_layers, attention: torch.Tensor) -> torch.Tensor:
+        """Logits [R, V] of the next token after `tokens` [R] at `positions` [R].
+
+        `cache_layers` are the sampler's preallocated cache layers (this step appends one column to
+        each); `attention` [R, L] is True for the columns each row may attend to, this token's included.
+        """
+        rows, heads, kv_heads, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
+        hidden = F.embedding(tokens, self.embed)  # [R, hidden]
+        cos, sin = self.model.model.rotary_emb(hidden[:, None], positions[:, None])  # [R, 1, D]
+        cos, sin = cos.to(hidden.dtype), sin.to(hidden.dtype)
+        mask = torch.zeros(attention.shape, dtype=hidden.dtype).masked_fill_(~attention, torch.finfo(hidden.dtype).min)
+        mask = mask[:, None, None, :]  # [R, 1, 1, L], broadcast over kv heads and the heads sharing them
+        scale = dim ** -0.5
+        for weights, cache in zip(self.layers, cache_layers):
+            x = F.rms_norm(hidden, (hidden.shape[-1],), weights.input_norm, self.eps)
+            qkv = F.linear(x, weights.qkv, weights.qkv_bias)  # [R, (H + 2K) * D]
+            qk = qkv[:, :(heads + kv_heads) * dim].view(rows, heads + kv_heads, dim)
+            qk = qk * cos + _rotate_half(qk) * sin  # rotary on q and k at once
+            query = qk[:, :heads].reshape(rows, kv_heads, heads // kv_heads, dim)  # [R, K, H/K, D]
+            key = qk[:, heads:, None, :]  # [R, K, 1, D]
+            value = qkv[:, (heads + kv_heads) * dim:].view(rows, kv_heads, 1, dim)
+            keys, values = cache.update(key, value)  # [R, K, L, D]
+            scores = torch.matmul(query, keys.transpose(-1, -2)).mul_(scale).add_(mask)  # [R, K, H/K, L]
+            context = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype), values)
+            hidden = hidden + F.linear(context.reshape(rows, heads * dim), weights.out)
+            x = F.rms_norm(hidden, (hidden.shape[-1],), weights.post_norm, self.eps)
+            gate, up = F.linear(x, weights.gate_up).split(self.intermediate, dim=-1)
+            hidden = hidden + F.linear(F.silu(gate) * up, weights.down)
+        hidden = F.rms_norm(hidden, (hidden.shape[-1],), self.final_norm, self.eps)
+        return F.linear(hidden, self.lm_head, self.lm_head_bias)
