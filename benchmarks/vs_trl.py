@@ -61,7 +61,7 @@ def run_rftkit(steps: int, seed: int, workdir: Path) -> dict:
     records = [r for r in records if "time/generate" in r]
     split = {k: [r[f"time/{k}"] for r in records] for k in ("generate", "grade", "update")}
     return {"step": [sum(parts) for parts in zip(*split.values())], **split,
-            "reward": [r["reward/mean"] for r in records]}
+            "reward": [r["reward/mean"] for r in records], "length": [r["len/completion"] for r in records]}
 
 
 def run_trl(steps: int, seed: int, workdir: Path) -> dict:
@@ -102,14 +102,14 @@ def run_trl(steps: int, seed: int, workdir: Path) -> dict:
     trainer.train()
     update = [s - g - r for s, g, r in zip(timer.step, timer.generate, timer.grade)]
     return {"step": timer.step, "generate": timer.generate, "grade": timer.grade, "update": update,
-            "reward": timer.reward, "dtype": str(next(trainer.model.parameters()).dtype)}
+            "reward": timer.reward, "length": timer.length, "dtype": str(next(trainer.model.parameters()).dtype)}
 
 
 class _TrlTimer:
     """Wall time of each TRL step, of its generation and of its reward calls."""
 
     def __init__(self):
-        self.step, self.generate, self.grade, self.reward = [], [], [], []
+        self.step, self.generate, self.grade, self.reward, self.length = [], [], [], [], []
         self._gen = self._grade = 0.0
 
     def wrap(self, trainer):
@@ -139,6 +139,7 @@ class _TrlTimer:
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and "reward" in logs:
                     timer.reward.append(logs["reward"])
+                    timer.length.append(logs["completions/mean_length"])
         return Callback()
 
 
@@ -160,7 +161,10 @@ def summarise(runs: list[dict]) -> dict:
     return {**{f"{k}_s": round(med(p[k] for p in per_run), 4) for k in ("step", "generate", "grade", "update")},
             "peak_rss_mb": round(med(r["peak_rss_mb"] for r in runs), 1),
             "reward_last3": round(med(statistics.fmean(r["reward"][-3:]) for r in runs), 4),
-            "runs": [{"step_s": round(p["step"], 4), "peak_rss_mb": round(r["peak_rss_mb"], 1),
+            # the workload: mean completion length over a run's steps (the two sample with different RNG streams)
+            "completion_tokens": round(med(statistics.fmean(r["length"]) for r in runs), 2),
+            "runs": [{"step_s": round(p["step"], 4), "completion_tokens": round(statistics.fmean(r["length"]), 2),
+                      "peak_rss_mb": round(r["peak_rss_mb"], 1),
                       "reward_last3": round(statistics.fmean(r["reward"][-3:]), 4)} for p, r in zip(per_run, runs)]}
 
 
@@ -192,11 +196,12 @@ def main() -> None:
     ours, theirs = summary["rftkit"], summary["trl"]
     speedup = theirs["step_s"] / ours["step_s"]
     memory_ratio = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
-    print(f"\n| | s/step | generate | grade | update | peak RSS (MB) | reward, last 3 of {args.steps} steps |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"\n| | s/step | generate | grade | update | completion tokens | peak RSS (MB) | "
+          f"reward, last 3 of {args.steps} steps |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for impl, s in (("rftkit", ours), ("TRL GRPOTrainer", theirs)):
         print(f"| {impl} | {s['step_s']:.3f} | {s['generate_s']:.3f} | {s['grade_s']:.3f} | {s['update_s']:.3f} | "
-              f"{s['peak_rss_mb']:.0f} | {s['reward_last3']:.3f} |")
+              f"{s['completion_tokens']:.1f} | {s['peak_rss_mb']:.0f} | {s['reward_last3']:.3f} |")
     print(f"\nrftkit is {speedup:.2f}x faster per step (goal >= 3x) at {memory_ratio:.2f}x TRL's peak memory "
           f"(goal <= 1x).")
     import torch
