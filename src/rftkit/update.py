@@ -14,6 +14,7 @@ import torch
 
 from rftkit.algorithms.grpo import aggregate, clipped_surrogate, kl_k3, masked_mean
 from rftkit.algorithms.ppo import clipped_value_loss
+from rftkit.fused_forward import FusedForward
 from rftkit.rollout import RolloutBatch
 from rftkit.rollout.sampler import unwrap_peft
 
@@ -129,6 +130,9 @@ def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_m
     causal = torch.ones((width, width), dtype=torch.bool).tril()
     keys = segment[:, None, :]
     allowed = causal & ((keys == 0) | (keys == segment[:, :, None])) & (keys != -1)  # [U, S, S]
+    if FusedForward.supports(model):  # PEFT's function in fewer, larger matmuls (rftkit.fused_forward)
+        hidden = FusedForward.hidden_states(model, ids, allowed[:, None], position)[group_of_row[:, None], source]
+        return unwrap_peft(model).lm_head(hidden).float(), hidden if with_hidden else None, completion_ids
     mask = allowed[:, None]
     if mask_dtype is not torch.bool:
         mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
