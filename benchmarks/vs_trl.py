@@ -12,11 +12,15 @@ are the same set on both sides (each shuffles them with its own sampler). TRL ru
 gradient checkpointing and in float32 (its GRPOConfig defaults to both on; neither helps on a
 CPU), with `use_cpu=True`.
 
-Each (implementation, repeat) runs in its own subprocess, interleaved (rftkit, TRL, rftkit, ...),
-so peak resident memory (ru_maxrss of the process: imports, model, training) is per run, and
-machine-load drift hits both. Step time excludes the first step (warm-up). Reported: medians
-over repeats of each run's median step time and split, of peak RSS, and of the mean training
-reward over the last 3 steps.
+Each repeat runs rftkit and TRL in two subprocesses side by side that take turns step by step
+(rftkit step 1, TRL step 1, rftkit step 2, ...: a worker waits for a token on its own pipe before
+a step and hands it to the other after), so only one trains at a time and drift in the shared
+machine's speed, which over a minute is larger than the difference being measured, hits both
+sides alike. Which side goes first alternates by repeat. Peak resident memory (ru_maxrss of each
+process: imports, model, training) is per process. Step time excludes the first step (warm-up,
+which may overlap the other process's start-up). Reported: medians over repeats of each run's
+median step time and split, of peak RSS, of the mean completion length, and of the mean
+training reward over the last 3 steps.
 """
 
 from __future__ import annotations
@@ -48,9 +52,53 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_rftkit(steps: int, seed: int, workdir: Path) -> dict:
+class Turns:
+    """Step-by-step turn taking between the two workers over two FIFOs (each opened read-write, so no
+    open or write ever blocks): wait for a token on our own FIFO before a step, hand one to the other
+    after it; a finished worker floods the other's FIFO so that it runs its remaining steps freely."""
+
+    def __init__(self, mine: str | None, theirs: str | None):
+        self.mine = os.open(mine, os.O_RDWR) if mine else None
+        self.theirs = os.open(theirs, os.O_RDWR) if theirs else None
+
+    def wait(self) -> None:
+        if self.mine is not None:
+            os.read(self.mine, 1)
+
+    def hand_over(self, tokens: int = 1) -> None:
+        if self.theirs is not None:
+            os.write(self.theirs, b"t" * tokens)
+
+    def finish(self) -> None:
+        self.hand_over(4096)
+
+
+def run_rftkit(steps: int, seed: int, workdir: Path, turns: Turns) -> dict:
+    import rftkit.trainer as trainer
     from rftkit.config import load_config
     from rftkit.trainer import train
+
+    collect_step, update_policy, validate = trainer.collect_step, trainer.update_policy, trainer.validate
+
+    def turn_then_collect(*a, **k):  # the trainer's timers start inside: the wait is not counted
+        turns.wait()
+        return collect_step(*a, **k)
+
+    def update_then_hand_over(*a, **k):
+        stats = update_policy(*a, **k)
+        turns.hand_over()
+        return stats
+
+    validations = []
+
+    def final_validation_in_turn(*a, **k):  # the end-of-run validation must not overlap the other's step
+        if validations:
+            turns.wait()
+        validations.append(1)
+        return validate(*a, **k)
+
+    trainer.collect_step, trainer.update_policy = turn_then_collect, update_then_hand_over
+    trainer.validate = final_validation_in_turn
 
     overrides = [f"train.steps={steps}", f"data.train_size={steps * PROMPTS}", "data.val_size=8", f"train.seed={seed}",
                  "eval.eval_every=1000000", "eval.batch_size=8", "save_every=1000000", "samples_per_step=0",
@@ -64,7 +112,7 @@ def run_rftkit(steps: int, seed: int, workdir: Path) -> dict:
             "reward": [r["reward/mean"] for r in records], "length": [r["len/completion"] for r in records]}
 
 
-def run_trl(steps: int, seed: int, workdir: Path) -> dict:
+def run_trl(steps: int, seed: int, workdir: Path, turns: Turns) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import TrainerCallback
@@ -93,7 +141,7 @@ def run_trl(steps: int, seed: int, workdir: Path) -> dict:
                       epsilon=0.2, num_iterations=1, loss_type="grpo", scale_rewards="group", max_steps=steps,
                       gradient_checkpointing=False, bf16=False, use_cpu=True, seed=seed, logging_steps=1,
                       save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0)
-    timer = _TrlTimer()
+    timer = _TrlTimer(turns)
     trainer = GRPOTrainer(model=load_base_model(ModelConfig()), reward_funcs=countdown_reward, args=args,
                           train_dataset=dataset, processing_class=load_tokenizer(ModelConfig()),
                           peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
@@ -108,7 +156,8 @@ def run_trl(steps: int, seed: int, workdir: Path) -> dict:
 class _TrlTimer:
     """Wall time of each TRL step, of its generation and of its reward calls."""
 
-    def __init__(self):
+    def __init__(self, turns: Turns):
+        self.turns = turns
         self.step, self.generate, self.grade, self.reward, self.length = [], [], [], [], []
         self._gen = self._grade = 0.0
 
@@ -129,12 +178,14 @@ class _TrlTimer:
 
         class Callback(base):
             def on_step_begin(self, args, state, control, **kwargs):
+                timer.turns.wait()
                 timer._start, timer._gen, timer._grade = time.perf_counter(), 0.0, 0.0
 
             def on_step_end(self, args, state, control, **kwargs):
                 timer.step.append(time.perf_counter() - timer._start)
                 timer.generate.append(timer._gen)
                 timer.grade.append(timer._grade)
+                timer.turns.hand_over()
 
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and "reward" in logs:
@@ -143,14 +194,17 @@ class _TrlTimer:
         return Callback()
 
 
-def worker(impl: str, steps: int, seed: int, out: Path) -> None:
+def worker(impl: str, steps: int, seed: int, out: Path, turns: Turns) -> None:
     import torch
 
     from rftkit.training_setup import set_threads
 
     set_threads(None)
     with tempfile.TemporaryDirectory() as tmp:
-        result = (run_rftkit if impl == "rftkit" else run_trl)(steps, seed, Path(tmp))
+        try:
+            result = (run_rftkit if impl == "rftkit" else run_trl)(steps, seed, Path(tmp), turns)
+        finally:
+            turns.finish()
     result.update(peak_rss_mb=_peak_rss_mb(), threads=torch.get_num_threads())
     out.write_text(json.dumps(result))
 
@@ -176,22 +230,36 @@ def main() -> None:
     parser.add_argument("--worker", choices=["rftkit", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--turn-fifos", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.steps, args.seed, Path(args.result))
+        turns = Turns(*args.turn_fifos) if args.turn_fifos else Turns(None, None)
+        return worker(args.worker, args.steps, args.seed, Path(args.result), turns)
     runs: dict[str, list[dict]] = {"rftkit": [], "trl": []}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            order = ["rftkit", "trl"] if repeat % 2 == 0 else ["trl", "rftkit"]
-            for impl in order:
-                result = Path(tmp) / f"{impl}-{repeat}.json"
-                started = time.perf_counter()
-                subprocess.run([sys.executable, __file__, "--worker", impl, "--steps", str(args.steps), "--seed",
-                                str(repeat), "--result", str(result)], check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if impl == "trl" else None)
-                runs[impl].append(json.loads(result.read_text()))
-                print(f"repeat {repeat} {impl:>6}: median step {statistics.median(runs[impl][-1]['step'][1:]):.3f} s "
-                      f"(process {time.perf_counter() - started:.0f} s)", flush=True)
+            first = "rftkit" if repeat % 2 == 0 else "trl"
+            fifos = {impl: Path(tmp) / f"turn-{impl}-{repeat}" for impl in runs}
+            for fifo in fifos.values():
+                os.mkfifo(fifo)
+            started = time.perf_counter()
+            procs = {}
+            for impl, other in (("rftkit", "trl"), ("trl", "rftkit")):
+                procs[impl] = subprocess.Popen(
+                    [sys.executable, __file__, "--worker", impl, "--steps", str(args.steps), "--seed", str(repeat),
+                     "--result", str(Path(tmp) / f"{impl}-{repeat}.json"), "--turn-fifos", str(fifos[impl]),
+                     str(fifos[other])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if impl == "trl" else None)
+            kickoff = os.open(fifos[first], os.O_RDWR)
+            os.write(kickoff, b"t")  # the first side's first turn
+            for impl, proc in procs.items():
+                if proc.wait() != 0:
+                    raise SystemExit(f"the {impl} worker failed (exit {proc.returncode})")
+            os.close(kickoff)
+            for impl in runs:
+                runs[impl].append(json.loads((Path(tmp) / f"{impl}-{repeat}.json").read_text()))
+            print(f"repeat {repeat} ({first} first, {time.perf_counter() - started:.0f} s): median step "
+                  + ", ".join(f"{impl} {statistics.median(runs[impl][-1]['step'][1:]):.3f} s" for impl in runs),
+                  flush=True)
     summary = {impl: summarise(r) for impl, r in runs.items()}
     ours, theirs = summary["rftkit"], summary["trl"]
     speedup = theirs["step_s"] / ours["step_s"]

@@ -24,7 +24,7 @@ from rftkit.rollout.fast_decode import SUPPORTED_MODEL_TYPES, _rotate_half
 from rftkit.rollout.sampler import unwrap_peft
 
 
-def _lora_parts(linear):
+def lora_parts(linear):
     """(LoRA A [r, in], B [out, r], scale) of a PEFT LoRA layer's single active adapter; None for a plain
     nn.Linear or a disabled adapter; raises TypeError for what this forward cannot compute."""
     if isinstance(linear, torch.nn.Linear) and not hasattr(linear, "base_layer"):
@@ -49,7 +49,7 @@ def _lora_parts(linear):
 
 def effective_weight(linear) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(W + s B A, bias) of a LoRA layer, differentiable in A and B; (W, bias) of a plain one."""
-    parts = _lora_parts(linear)
+    parts = lora_parts(linear)
     base = linear.base_layer if hasattr(linear, "base_layer") else linear
     if parts is None:
         return base.weight, base.bias
@@ -86,7 +86,7 @@ class FusedForward:
             for layer in model.model.layers:
                 for linear in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
                                layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
-                    _lora_parts(linear)
+                    lora_parts(linear)
         except (TypeError, AttributeError):
             return False
         return True

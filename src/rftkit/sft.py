@@ -60,7 +60,7 @@ def sft_loss(policy, batch: SftBatch) -> torch.Tensor:
 
 
 def new_optimizer(params, cfg: SftConfig, config: RFTConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=config.train.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=config.train.weight_decay, foreach=True)
 
 
 def run_sft(policy, tokenizer, examples: list[Example], cfg: SftConfig, config: RFTConfig, params,

@@ -96,7 +96,9 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool) -> Run:
         groups.append({"params": list(value_head.parameters()), "lr": config.ppo.value_learning_rate,
                        "base_lr": config.ppo.value_learning_rate})
         params = params + groups[1]["params"]
-    optimizer = torch.optim.AdamW(groups, lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
+    # foreach: one multi-tensor op per update rule instead of ~10 per parameter (bit-identical results)
+    optimizer = torch.optim.AdamW(groups, lr=config.train.learning_rate, weight_decay=config.train.weight_decay,
+                                  foreach=True)
     state = TrainerState(step=0, data_epoch=0, data_cursor=0)
     if checkpoint is not None:
         state = load_trainer_state(checkpoint, optimizer)

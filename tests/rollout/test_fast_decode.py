@@ -116,3 +116,22 @@ def test_backend_decoder_follows_adapter_updates(setup):
         torch.testing.assert_close(fast.old_logprobs, plain.old_logprobs, atol=2e-5, rtol=1e-5)
     finally:
         randomise_lora(policy, seed=0, scale=0.05, which="lora_")
+
+
+def test_stacked_weights_follow_in_place_updates_and_restack_after_replacement(setup):
+    policy = setup[0]
+    merged = MergedCopy(policy, fast_decode=True)
+    model = merged.refresh(policy)
+    decoder, attention = merged.decoder, model.model.layers[0].self_attn
+    stacked = decoder.layers[0].qkv
+    with torch.no_grad():
+        attention.k_proj.weight.add_(1.0)  # in place (what refresh does): the stack sees it
+    rows = attention.q_proj.weight.shape[0]
+    assert torch.equal(stacked[rows:rows + attention.k_proj.weight.shape[0]], attention.k_proj.weight)
+    decoder.refresh()
+    assert decoder.layers[0].qkv is stacked  # nothing to re-stack
+    attention.k_proj.weight = torch.nn.Parameter(torch.zeros_like(attention.k_proj.weight), requires_grad=False)
+    decoder.refresh()  # a replaced tensor: stacked again, and the projection is a view of the new stack
+    assert decoder.layers[0].qkv is not stacked and (decoder.layers[0].qkv[rows:rows + 64] == 0).all()
+    merged.refresh(policy)  # the merged copy writes the adapter's weights back into the new stack
+    assert decoder.layers[0].qkv[rows:rows + 64].abs().sum() > 0

@@ -72,3 +72,20 @@ def test_auto_merges_small_peft_models_only(setup, monkeypatch):
     assert not wants_merged_copy("on", policy.get_base_model())  # no adapter: nothing to merge
     monkeypatch.setattr("rftkit.rollout.merged.MERGE_AUTO_MAX_PARAMS", 1000)
     assert not wants_merged_copy("auto", policy) and wants_merged_copy("on", policy)
+
+
+def test_backend_encodes_each_prompt_once(setup, monkeypatch):
+    policy, tokenizer, model_config, examples = setup
+    import rftkit.rollout as rollout
+    from rftkit.models.loading import encode_prompts
+
+    calls = []
+    monkeypatch.setattr(rollout, "encode_prompts", lambda tok, exs, *a: calls.append(len(exs)) or encode_prompts(tok, exs, *a))
+    backend = HFBackend("on")
+    first = backend.encode(tokenizer, examples[:3], model_config, None)
+    assert first == encode_prompts(tokenizer, examples[:3], model_config, None) and calls == [3]
+    assert backend.encode(tokenizer, examples[1:4], model_config, None)[:2] == first[1:] and calls == [3, 1]
+    with_system = backend.encode(tokenizer, examples[:1], model_config, "Be brief.")
+    assert with_system != first[:1] and calls == [3, 1, 1]  # another system prompt is another prompt
+    backend.encode(load_tokenizer(model_config), examples[:1], model_config, None)  # another tokenizer: afresh
+    assert calls == [3, 1, 1, 1]

@@ -33,8 +33,11 @@ class RolloutBatch:
 
 def generate_rollouts(policy, tokenizer, examples: list[Example], num_generations: int, max_new_tokens: int,
                       temperature: float, top_p: float, generator: torch.Generator, model_config,
-                      system_prompt: str | None, greedy: bool = False, decoder=None) -> RolloutBatch:
-    prompts = encode_prompts(tokenizer, examples, model_config, system_prompt)
+                      system_prompt: str | None, greedy: bool = False, decoder=None,
+                      prompts: list[list[int]] | None = None) -> RolloutBatch:
+    """`prompts`: the examples' prompt token ids when the caller has them (encoded here otherwise)."""
+    if prompts is None:
+        prompts = encode_prompts(tokenizer, examples, model_config, system_prompt)
     out: SampleOutput = sample(policy, prompts, num_generations, max_new_tokens, stop_token_ids(tokenizer),
                                tokenizer.pad_token_id, temperature=temperature, top_p=top_p, greedy=greedy,
                                generator=generator, decoder=decoder)
@@ -66,6 +69,19 @@ class HFBackend:
         self.merge_lora, self.fast_decode = merge_lora, fast_decode
         self.policy = None  # the policy `merged` was decided for
         self.merged = None  # its MergedCopy, when it wants one
+        self.tokenizer = None  # the tokenizer `prompt_ids` was encoded with
+        self.prompt_ids: dict[tuple, list[int]] = {}  # training revisits its prompts: render each chat once
+
+    def encode(self, tokenizer, examples: list[Example], model_config, system_prompt: str | None) -> list[list[int]]:
+        if tokenizer is not self.tokenizer:
+            self.tokenizer, self.prompt_ids = tokenizer, {}
+        keys = [(example.id, example.prompt, repr(example.messages), system_prompt, model_config.chat_template)
+                for example in examples]
+        missing = [(key, example) for key, example in zip(keys, examples) if key not in self.prompt_ids]
+        if missing:
+            encoded = encode_prompts(tokenizer, [example for _, example in missing], model_config, system_prompt)
+            self.prompt_ids.update((key, ids) for (key, _), ids in zip(missing, encoded))
+        return [self.prompt_ids[key] for key in keys]
 
     def generate(self, policy, tokenizer, examples: list[Example], num_generations: int, max_new_tokens: int,
                  temperature: float, top_p: float, generator: torch.Generator, model_config,
@@ -77,7 +93,8 @@ class HFBackend:
         model = self.merged.refresh(policy) if self.merged else policy
         return generate_rollouts(model, tokenizer, examples, num_generations, max_new_tokens, temperature, top_p,
                                  generator, model_config, system_prompt, greedy,
-                                 decoder=self.merged.decoder if self.merged else None)
+                                 decoder=self.merged.decoder if self.merged else None,
+                                 prompts=self.encode(tokenizer, examples, model_config, system_prompt))
 
 
 def build_backend(config: RFTConfig, run_dir: Path) -> RolloutBackend:

@@ -40,6 +40,16 @@ class _LayerWeights:
     down: torch.Tensor  # [hidden, I]
 
 
+def _stack_as_views(weights: list[torch.nn.Parameter]) -> torch.Tensor:
+    """One tensor holding `weights` row-stacked; each parameter's data becomes a view of its rows."""
+    stacked = torch.cat([w.detach() for w in weights])
+    start = 0
+    for weight in weights:
+        weight.data = stacked[start:start + weight.shape[0]]
+        start += weight.shape[0]
+    return stacked
+
+
 def _stacked_bias(*linears) -> torch.Tensor | None:
     if all(linear.bias is None for linear in linears):
         return None
@@ -77,19 +87,38 @@ class FastDecoder:
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Re-stack the fused weights from the model's current ones."""
+        """Follow the model's current weights.
+
+        The stacked q/k/v and gate/up weights are one tensor each, and the model's projections are
+        made views of them, so weights updated in place (the merged copy's refresh) need nothing
+        here; only a projection whose weight was replaced by another tensor makes it re-stack.
+        """
         body = self.model.model
+        if getattr(self, "layers", None) and all(self._still_views(layer, weights)
+                                                 for layer, weights in zip(body.layers, self.layers)):
+            return
         self.layers = []
         for layer in body.layers:
             attention, mlp = layer.self_attn, layer.mlp
             projections = (attention.q_proj, attention.k_proj, attention.v_proj)
             self.layers.append(_LayerWeights(
                 input_norm=layer.input_layernorm.weight, post_norm=layer.post_attention_layernorm.weight,
-                qkv=torch.cat([p.weight for p in projections]), qkv_bias=_stacked_bias(*projections),
-                out=attention.o_proj.weight, gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+                qkv=_stack_as_views([p.weight for p in projections]), qkv_bias=_stacked_bias(*projections),
+                out=attention.o_proj.weight, gate_up=_stack_as_views([mlp.gate_proj.weight, mlp.up_proj.weight]),
                 down=mlp.down_proj.weight))
         self.embed, self.final_norm = body.embed_tokens.weight, body.norm.weight
         self.lm_head, self.lm_head_bias = self.model.lm_head.weight, self.model.lm_head.bias
+
+    @staticmethod
+    def _still_views(layer, weights: _LayerWeights) -> bool:
+        attention, mlp = layer.self_attn, layer.mlp
+
+        def shares(stack: torch.Tensor, linears) -> bool:
+            storage = stack.untyped_storage().data_ptr()
+            return all(linear.weight.untyped_storage().data_ptr() == storage for linear in linears)
+
+        return (shares(weights.qkv, (attention.q_proj, attention.k_proj, attention.v_proj))
+                and shares(weights.gate_up, (mlp.gate_proj, mlp.up_proj)))
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache_layers, attention: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import copy
 
 import torch
 
+from rftkit.fused_forward import lora_parts
 from rftkit.rollout.fast_decode import FastDecoder
 
 MERGE_AUTO_MAX_PARAMS = 1_000_000_000
@@ -51,11 +52,21 @@ class MergedCopy:
     @torch.no_grad()
     def refresh(self, policy):
         for name, layer in _adapted_layers(policy).items():
+            target = self.targets[name].weight
+            try:
+                parts = lora_parts(layer)
+            except TypeError:  # a variant (DoRA, several adapters, ...): PEFT's own delta weights
+                parts = False
+            if parts:  # plain LoRA: W + s B A written in place by one addmm
+                lora_a, lora_b, scale = parts
+                torch.addmm(layer.base_layer.weight, lora_b, lora_a, alpha=scale, out=target)
+                continue
             weight = layer.base_layer.weight
-            for adapter in layer.active_adapters:
-                if adapter in layer.lora_A or adapter in getattr(layer, "lora_embedding_A", {}):
-                    weight = weight + layer.get_delta_weight(adapter)
-            self.targets[name].weight.copy_(weight)
+            if parts is False:
+                for adapter in layer.active_adapters:
+                    if adapter in layer.lora_A or adapter in getattr(layer, "lora_embedding_A", {}):
+                        weight = weight + layer.get_delta_weight(adapter)
+            target.copy_(weight)
         if self.decoder is not None:
             self.decoder.refresh()
         return self.model
