@@ -20,31 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rftkit.models.loading import lora_parts
 from rftkit.rollout.fast_decode import SUPPORTED_MODEL_TYPES, _rotate_half
 from rftkit.rollout.sampler import unwrap_peft
-
-
-def lora_parts(linear):
-    """(LoRA A [r, in], B [out, r], scale) of a PEFT LoRA layer's single active adapter; None for a plain
-    nn.Linear or a disabled adapter; raises TypeError for what this forward cannot compute."""
-    if isinstance(linear, torch.nn.Linear) and not hasattr(linear, "base_layer"):
-        return None
-    if not hasattr(linear, "lora_A") or not isinstance(getattr(linear, "base_layer", None), torch.nn.Linear):
-        raise TypeError(f"unsupported layer {type(linear).__name__}")
-    if linear.disable_adapters:
-        return None
-    if linear.merged or getattr(linear, "fan_in_fan_out", False):
-        raise TypeError("adapter merged into the weights, or fan_in_fan_out")
-    adapters = [a for a in linear.active_adapters if a in linear.lora_A]
-    if len(adapters) != 1:
-        raise TypeError("only one active adapter is supported")
-    adapter = adapters[0]
-    dropout = linear.lora_dropout[adapter]
-    if adapter in getattr(linear, "lora_variant", {}) or (dropout.training and not isinstance(dropout, torch.nn.Identity)):
-        raise TypeError("LoRA variants (DoRA, ...) and active dropout are not supported")
-    if getattr(linear, "lora_bias", {}).get(adapter, False):
-        raise TypeError("LoRA bias is not supported")
-    return linear.lora_A[adapter].weight, linear.lora_B[adapter].weight, linear.scaling[adapter]
 
 
 def effective_weight(linear) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -110,10 +88,10 @@ class FusedForward:
             qkv = qkv.view(rows, width, heads + 2 * kv_heads, dim).transpose(1, 2)  # [U, H + 2K, S, D]
             qk = qkv[:, :heads + kv_heads] * cos + _rotate_half(qkv[:, :heads + kv_heads]) * sin
             query, key, value = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads:]
-            if kv_heads != heads:  # grouped KV heads: each serves heads / kv_heads query heads
-                key = key.repeat_interleave(heads // kv_heads, dim=1)
-                value = value.repeat_interleave(heads // kv_heads, dim=1)
-            context = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=attention.scaling)
+            # grouped KV heads go to SDPA as they are (enable_gqa): no repeated copies of k and v to
+            # build in the forward and sum back in the backward
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=attention.scaling,
+                                                     enable_gqa=kv_heads != heads)
             out_weight, out_bias = effective_weight(attention.o_proj)
             hidden = hidden + F.linear(context.transpose(1, 2).reshape(rows, width, heads * dim), out_weight, out_bias)
             x = F.rms_norm(hidden, (hidden.shape[-1],), layer.post_attention_layernorm.weight, eps)

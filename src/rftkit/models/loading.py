@@ -107,3 +107,27 @@ def stop_token_ids(tokenizer) -> set[int]:
         if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
             ids.add(token_id)
     return {i for i in ids if i is not None}
+
+
+def lora_parts(linear):
+    """(LoRA A [r, in], B [out, r], scale) of a PEFT LoRA layer's single active adapter; None for a plain
+    nn.Linear or a disabled adapter; raises TypeError for what W + s B A does not describe (variants such as
+    DoRA, several active adapters, an adapter merged into the weights, active dropout, a LoRA bias)."""
+    if isinstance(linear, torch.nn.Linear) and not hasattr(linear, "base_layer"):
+        return None
+    if not hasattr(linear, "lora_A") or not isinstance(getattr(linear, "base_layer", None), torch.nn.Linear):
+        raise TypeError(f"unsupported layer {type(linear).__name__}")
+    if linear.disable_adapters:
+        return None
+    if linear.merged or getattr(linear, "fan_in_fan_out", False):
+        raise TypeError("adapter merged into the weights, or fan_in_fan_out")
+    adapters = [a for a in linear.active_adapters if a in linear.lora_A]
+    if len(adapters) != 1:
+        raise TypeError("only one active adapter is supported")
+    adapter = adapters[0]
+    dropout = linear.lora_dropout[adapter]
+    if adapter in getattr(linear, "lora_variant", {}) or (dropout.training and not isinstance(dropout, torch.nn.Identity)):
+        raise TypeError("LoRA variants (DoRA, ...) and active dropout are not supported")
+    if getattr(linear, "lora_bias", {}).get(adapter, False):
+        raise TypeError("LoRA bias is not supported")
+    return linear.lora_A[adapter].weight, linear.lora_B[adapter].weight, linear.scaling[adapter]

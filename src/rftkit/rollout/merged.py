@@ -15,7 +15,7 @@ import copy
 
 import torch
 
-from rftkit.fused_forward import lora_parts
+from rftkit.models.loading import lora_parts
 from rftkit.rollout.fast_decode import FastDecoder
 
 MERGE_AUTO_MAX_PARAMS = 1_000_000_000
