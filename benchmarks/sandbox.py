@@ -6,8 +6,10 @@ Both ways run in the same process, one after the other, on the same machine. The
 many at a time as there are cores; the pool runs with each `--workers` count (default: the
 config's default, one per core), as many executions at a time as it has workers. "pool" is the
 full sandbox (namespaces, rlimits, seccomp, nonce channel, host-side comparison); "naive" is `subprocess.run([python, -c, code])` with no isolation at all; "naive_harness" is a fresh
-interpreter running the same harness as the pool (still without isolation). Prints a table and writes
-benchmarks/results/sandbox.json.
+interpreter running the same harness as the pool (still without isolation). "fork_floor" is the ceiling
+of any design that runs each execution in a fresh process: one process per core, each with the zygote's
+modules loaded, forking children that only write a fixed verdict to a pipe and exit (no isolation, no
+harness, no request or result passing). Prints a table and writes benchmarks/results/sandbox.json.
 """
 
 from __future__ import annotations
@@ -31,6 +33,34 @@ PAYLOAD = {"code": CODE, "entry_point": "add", "noop": False,
 NAIVE = CODE + "assert add(1, 2) == 3\n"
 # the same harness and host-side check as the pool, in a fresh interpreter, still without isolation
 NAIVE_HARNESS = f"from rftkit.sandbox.harness import Channel, run_tests\nrun_tests({PAYLOAD!r}, Channel(1, 'n'))\n"
+
+
+# One looping process per core: fork a child that writes a verdict and exits; prints forks per second.
+FORK_FLOOR = """
+import gc, os, sys, time
+import rftkit.sandbox.zygote, rftkit.sandbox.harness  # the zygote's memory image: fork cost grows with it
+gc.collect(); gc.freeze()
+n = int(sys.argv[1]); start = time.perf_counter()
+for _ in range(n):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, b'{"done": true}'); os._exit(0)
+    os.close(w); os.read(r, 64); os.close(r); os.waitpid(pid, 0)
+print(time.perf_counter() - start)
+"""
+
+
+def _fork_floor(runs: int, processes: int) -> dict[str, float]:
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", FORK_FLOOR, str(runs)], stdout=subprocess.PIPE)
+             for _ in range(processes)]
+    for proc in procs:
+        proc.communicate(timeout=300)
+        assert proc.returncode == 0, "fork-floor process failed"
+    elapsed = time.perf_counter() - start
+    return {"runs": runs * processes, "per_second": runs * processes / elapsed, "p50_ms": float("nan"),
+            "p99_ms": float("nan")}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -87,14 +117,18 @@ def main() -> None:
         pool.close()
     rows["naive"] = _measure(naive, args.naive_runs, cores)
     rows["naive_harness"] = _measure(naive_harness, args.naive_runs, cores)
+    rows["fork_floor"] = _fork_floor(args.runs * 2, cores)
     best = max((k for k in rows if k.startswith("pool")), key=lambda k: rows[k]["per_second"])
     speedup = rows[best]["per_second"] / rows["naive"]["per_second"]
+    ceiling = rows["fork_floor"]["per_second"] / rows["naive"]["per_second"]
     result = {"machine": f"{platform.machine()}, {cores} cores, load average {os.getloadavg()[0]:.2f} at the end",
-              "isolation": isolation, "best_pool": best, **rows, "speedup": speedup}
+              "isolation": isolation, "best_pool": best, **rows, "speedup": speedup,
+              "fork_floor_over_naive": ceiling}
     print(f"| way | executions/s | p50 ms | p99 ms |\n|---|---|---|---|")
     for name, row in rows.items():
         print(f"| {name} | {row['per_second']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |")
-    print(f"speed-up {speedup:.1f}x ({best} over naive); {result['machine']}; isolation {result['isolation']}")
+    print(f"speed-up {speedup:.1f}x ({best} over naive); a fresh process per execution can reach at most "
+          f"{ceiling:.1f}x here (fork_floor); {result['machine']}; isolation {result['isolation']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
