@@ -4,9 +4,10 @@
 
 The policy is the embedded model with the example's LoRA adapter (r=16, all-linear), as in
 training; 8 generations per Countdown prompt, 32 new tokens at most, temperature 1. "Batch"
-counts completions (prompts x 8). Three paths, all returning token ids and per-token log-probs:
-our sampler on the merged copy of the policy (training's default, `rollout.merge_lora: auto`;
-the copy's refresh from the adapter is timed too), our sampler on the PEFT-wrapped policy, and
+counts completions (prompts x 8). Four paths, all returning token ids and per-token log-probs:
+our sampler on the merged copy of the policy with the fused decode step (training's default,
+`rollout.merge_lora: auto`, `rollout.fast_decode: true`; the copy's refresh from the adapter is
+timed too), the same through the merged copy's own forward, our sampler on the PEFT-wrapped policy, and
 `model.generate` on the PEFT-wrapped policy (log-probs through `output_logits`). Tokens are the completion tokens kept (up to and
 including EOS); the rate is their number over the wall time, median of REPEATS interleaved runs.
 """
@@ -46,9 +47,11 @@ def main() -> None:
     policy = attach_lora(load_base_model(model_config), LoraConfig())
     train, _ = load_examples(DataConfig(train_size=max(args.batches) // GENERATIONS, val_size=8))
     eos, pad = stop_token_ids(tokenizer), tokenizer.pad_token_id
-    merged = MergedCopy(policy)
+    merged = MergedCopy(policy, fast_decode=True)
     paths = {"rftkit": lambda p, g: sample(merged.refresh(policy), p, GENERATIONS, MAX_NEW_TOKENS, eos, pad,
-                                           generator=g),
+                                           generator=g, decoder=merged.decoder),
+             "rftkit_merged_forward": lambda p, g: sample(merged.refresh(policy), p, GENERATIONS, MAX_NEW_TOKENS, eos,
+                                                          pad, generator=g),
              "rftkit_peft": lambda p, g: sample(policy, p, GENERATIONS, MAX_NEW_TOKENS, eos, pad, generator=g),
              "generate": lambda p, g: generate_with_logprobs(policy, p, GENERATIONS, MAX_NEW_TOKENS, eos, pad)}
     rows = []
@@ -66,14 +69,17 @@ def main() -> None:
         row = {"batch": batch, **{f"{name}_tokens_per_s": round(statistics.median(r), 1) for name, r in rates.items()}}
         row["speedup"] = round(row["rftkit_tokens_per_s"] / row["generate_tokens_per_s"], 2)
         rows.append(row)
-        print(f"batch {batch:>4}: rftkit {row['rftkit_tokens_per_s']:>9.1f} tok/s   on the PEFT model "
+        print(f"batch {batch:>4}: rftkit {row['rftkit_tokens_per_s']:>9.1f} tok/s   merged copy's forward "
+              f"{row['rftkit_merged_forward_tokens_per_s']:>9.1f}   on the PEFT model "
               f"{row['rftkit_peft_tokens_per_s']:>9.1f}   generate {row['generate_tokens_per_s']:>9.1f} tok/s   "
               f"x{row['speedup']:.2f}", flush=True)
-    print("\n| completions per batch | rftkit sampler, merged copy (tok/s) | rftkit sampler, PEFT model (tok/s) "
-          "| model.generate, PEFT model (tok/s) | speed-up over generate |")
-    print("|---:|---:|---:|---:|---:|")
+    print("\n| completions per batch | rftkit sampler, merged copy + fused decode (tok/s) | merged copy, its own "
+          "forward (tok/s) | rftkit sampler, PEFT model (tok/s) | model.generate, PEFT model (tok/s) "
+          "| speed-up over generate |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['batch']} | {r['rftkit_tokens_per_s']:,.0f} | {r['rftkit_peft_tokens_per_s']:,.0f} "
+        print(f"| {r['batch']} | {r['rftkit_tokens_per_s']:,.0f} | {r['rftkit_merged_forward_tokens_per_s']:,.0f} "
+              f"| {r['rftkit_peft_tokens_per_s']:,.0f} "
               f"| {r['generate_tokens_per_s']:,.0f} | {r['speedup']:.2f}x |")
     result = {"benchmark": "rollout", "command": " ".join([Path(sys.executable).name, *sys.argv]), "rows": rows,
               "generations_per_prompt": GENERATIONS, "max_new_tokens": MAX_NEW_TOKENS, "repeats": args.repeats,

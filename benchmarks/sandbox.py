@@ -59,8 +59,8 @@ def _fork_floor(runs: int, processes: int) -> dict[str, float]:
         proc.communicate(timeout=300)
         assert proc.returncode == 0, "fork-floor process failed"
     elapsed = time.perf_counter() - start
-    return {"runs": runs * processes, "per_second": runs * processes / elapsed, "p50_ms": float("nan"),
-            "p99_ms": float("nan")}
+    return {"runs": runs * processes, "per_second": runs * processes / elapsed, "p50_ms": None,
+            "p99_ms": None}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -126,7 +126,8 @@ def main() -> None:
               "fork_floor_over_naive": ceiling}
     print(f"| way | executions/s | p50 ms | p99 ms |\n|---|---|---|---|")
     for name, row in rows.items():
-        print(f"| {name} | {row['per_second']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |")
+        latency = " | ".join("-" if row[k] is None else f"{row[k]:.1f}" for k in ("p50_ms", "p99_ms"))
+        print(f"| {name} | {row['per_second']:.0f} | {latency} |")
     print(f"speed-up {speedup:.1f}x ({best} over naive); a fresh process per execution can reach at most "
           f"{ceiling:.1f}x here (fork_floor); {result['machine']}; isolation {result['isolation']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -102,37 +102,39 @@ def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_m
     gradient of all its completions). The rows hold U*P + (real completion tokens) instead of
     N*(P + longest completion): no prompt is computed twice and no completion is padded.
     """
-    lengths = completion_mask.sum(-1).tolist()  # completions are contiguous from their first column
-    rows, segments, positions = [], [], []  # per group: packed tokens, segment ids, position ids
-    source = torch.zeros(completion_ids.shape, dtype=torch.long)  # [N, T] packed column predicting token t
-    group_of_row = torch.repeat_interleave(torch.arange(len(starts)), counts)  # [N]
-    for first, count in zip(starts.tolist(), counts.tolist()):
-        prompt = prompt_ids[first][prompt_mask[first].bool()]
-        plen = len(prompt)
-        tokens, segment_ids, position_ids = [prompt], [torch.zeros(plen, dtype=torch.long)], [torch.arange(plen)]
-        column = plen
-        for j, row in enumerate(range(first, first + count)):
-            n = lengths[row]
-            tokens.append(completion_ids[row, :n]), segment_ids.append(torch.full((n,), j + 1))
-            position_ids.append(plen + torch.arange(n))
-            # token 0 is predicted by the prompt's last column, token t by the column of token t - 1
-            source[row, :n] = torch.cat([torch.tensor([plen - 1]), column + torch.arange(n - 1)])[:n]
-            column += n
-        rows.append(torch.cat(tokens))
-        segments.append(torch.cat(segment_ids))
-        positions.append(torch.cat(position_ids))
-    width = max(len(row) for row in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    segment = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding, 0: prompt, j: completion j
-    position = torch.zeros((len(rows), width), dtype=torch.long)
-    for u, (row, segment_ids, position_ids) in enumerate(zip(rows, segments, positions)):
-        ids[u, :len(row)], segment[u, :len(row)], position[u, :len(row)] = row, segment_ids, position_ids
+    # Built with whole-batch index arithmetic (no per-row loop): completions are contiguous from their
+    # first column, prompts are left-padded.
+    groups, rows = len(starts), completion_ids.shape[0]
+    group_of_row = torch.repeat_interleave(torch.arange(groups), counts)  # [N]
+    lengths = completion_mask.sum(-1)  # [N]
+    group_prompt = prompt_mask[starts].bool()  # [U, P]
+    plen = group_prompt.sum(-1)  # [U]
+    before = torch.cumsum(lengths, 0) - lengths  # [N] completion tokens before row n in the batch
+    offset = before - before[starts][group_of_row]  # [N] ... and before it within its group
+    width = int((plen + torch.zeros(groups, dtype=torch.long).index_add(0, group_of_row, lengths)).max())
+    ids = torch.zeros((groups, width), dtype=torch.long)
+    segment = torch.full((groups, width), -1, dtype=torch.long)  # -1: padding, 0: prompt, j: completion j
+    position = torch.zeros((groups, width), dtype=torch.long)
+    u, col = group_prompt.nonzero(as_tuple=True)  # prompt tokens, in order within each row
+    dest = (group_prompt.cumsum(-1) - 1)[u, col]
+    ids[u, dest], segment[u, dest], position[u, dest] = prompt_ids[starts][u, col], 0, dest
+    n, t = completion_mask.bool().nonzero(as_tuple=True)  # completion tokens
+    g = group_of_row[n]
+    column = plen[g] + offset[n] + t
+    ids[g, column], segment[g, column], position[g, column] = completion_ids[n, t], n - starts[g] + 1, plen[g] + t
+    # token 0 is predicted by the prompt's last column, token t by the column of token t - 1; padding: 0
+    source = torch.zeros(completion_ids.shape, dtype=torch.long)  # [N, T]
+    source[n, t] = torch.where(t == 0, plen[g] - 1, column - 1)
     causal = torch.ones((width, width), dtype=torch.bool).tril()
     keys = segment[:, None, :]
     allowed = causal & ((keys == 0) | (keys == segment[:, :, None])) & (keys != -1)  # [U, S, S]
     if FusedForward.supports(model):  # PEFT's function in fewer, larger matmuls (rftkit.fused_forward)
         hidden = FusedForward.hidden_states(model, ids, allowed[:, None], position)[group_of_row[:, None], source]
-        return unwrap_peft(model).lm_head(hidden).float(), hidden if with_hidden else None, completion_ids
+        # the LM head only on real completion tokens (padding columns are ~half of [N, T] on short answers)
+        real = completion_mask.bool()
+        head = unwrap_peft(model).lm_head(hidden[real]).float()  # [M, V]
+        logits = head.new_zeros((*real.shape, head.shape[-1])).index_put(real.nonzero(as_tuple=True), head)
+        return logits, hidden if with_hidden else None, completion_ids
     mask = allowed[:, None]
     if mask_dtype is not torch.bool:
         mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
@@ -160,9 +162,14 @@ def token_logprobs_and_values(model, value_head, prompt_ids, prompt_mask, comple
     """(log-probs [N, T], entropy [N, T] or None, values [N, T] or None when value_head is None)."""
     logits, hidden, completion_ids = _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
                                               with_hidden=value_head is not None)
-    logp_all = torch.log_softmax(logits / temperature, dim=-1)
-    logprobs = logp_all.gather(-1, completion_ids[:, :, None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    # Softmax, log-probs and entropy on the real tokens only; padding positions read 0.
+    real = completion_mask[:, :logits.shape[1]].bool()
+    where = real.nonzero(as_tuple=True)
+    logp_all = torch.log_softmax(logits[where] / temperature, dim=-1)  # [M, V]
+    logprobs = logp_all.new_zeros(real.shape).index_put(where, logp_all.gather(-1, completion_ids[where][:, None])[:, 0])
+    entropy = None
+    if with_entropy:
+        entropy = logp_all.new_zeros(real.shape).index_put(where, -(logp_all.exp() * logp_all).sum(-1))
     values = value_head(hidden.float()).squeeze(-1) if value_head is not None else None
     return logprobs, entropy, values
 
