@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from rftkit.models.loading import lora_parts
-from rftkit.rollout.fast_decode import SUPPORTED_MODEL_TYPES, _rotate_half
+from rftkit.rollout.fast_decode import SUPPORTED_MODEL_TYPES, _rotate_half, rms_norm
 from rftkit.rollout.sampler import unwrap_peft
 
 
@@ -83,7 +83,7 @@ class FusedForward:
         eps = config.rms_norm_eps
         for layer in model.model.layers:
             attention, mlp = layer.self_attn, layer.mlp
-            x = F.rms_norm(hidden, (hidden.shape[-1],), layer.input_layernorm.weight, eps)
+            x = rms_norm(hidden, layer.input_layernorm.weight, eps)
             qkv = F.linear(x, *_stacked(attention.q_proj, attention.k_proj, attention.v_proj))
             qkv = qkv.view(rows, width, heads + 2 * kv_heads, dim).transpose(1, 2)  # [U, H + 2K, S, D]
             qk = qkv[:, :heads + kv_heads] * cos + _rotate_half(qkv[:, :heads + kv_heads]) * sin
@@ -94,7 +94,7 @@ class FusedForward:
                                                      enable_gqa=kv_heads != heads)
             out_weight, out_bias = effective_weight(attention.o_proj)
             hidden = hidden + F.linear(context.transpose(1, 2).reshape(rows, width, heads * dim), out_weight, out_bias)
-            x = F.rms_norm(hidden, (hidden.shape[-1],), layer.post_attention_layernorm.weight, eps)
+            x = rms_norm(hidden, layer.post_attention_layernorm.weight, eps)
             gate, up = F.linear(x, *_stacked(mlp.gate_proj, mlp.up_proj)).chunk(2, dim=-1)
             hidden = hidden + F.linear(F.silu(gate) * up, *effective_weight(mlp.down_proj))
-        return F.rms_norm(hidden, (hidden.shape[-1],), model.model.norm.weight, eps)
+        return rms_norm(hidden, model.model.norm.weight, eps)

@@ -122,3 +122,20 @@ def test_unsupported_setups_use_the_models_own_forward():
     assert not FusedForward.supports(merged)  # the adapter already sits inside the weights
     assert not FusedForward.supports(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=30)))
     assert FusedForward.supports(LlamaForCausalLM(LlamaConfig(**tiny)))  # a plain model: its weights as they are
+
+
+def test_bfloat16_policy_matches_peft_to_bfloat16_precision():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    model = get_peft_model(LlamaForCausalLM(config), PeftLoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    model.to(torch.bfloat16).eval()
+    randomise_lora(model, seed=1, scale=0.1, which="lora_")
+    assert FusedForward.supports(model)
+    ids, allowed, position = _packed_inputs(2, 16, 60, seed=3)
+    with torch.no_grad():
+        fused = FusedForward.hidden_states(model, ids, allowed, position)
+        reference = model(input_ids=ids, attention_mask=allowed, position_ids=position,
+                          output_hidden_states=True).hidden_states[-1]
+    assert fused.dtype == torch.bfloat16
+    torch.testing.assert_close(fused.float(), reference.float(), atol=5e-2, rtol=5e-2)

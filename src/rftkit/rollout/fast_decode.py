@@ -24,6 +24,14 @@ import torch.nn.functional as F
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """transformers' Qwen2/Llama RMSNorm in one op for float32; in lower precision its exact recipe
+    (normalise in float32, cast back, then scale by the weight in the model's dtype)."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    return weight * F.rms_norm(x.float(), (x.shape[-1],), None, eps).to(x.dtype)
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -135,7 +143,7 @@ class FastDecoder:
         mask = mask[:, None, None, :]  # [R, 1, 1, L], broadcast over kv heads and the heads sharing them
         scale = dim ** -0.5
         for weights, cache in zip(self.layers, cache_layers):
-            x = F.rms_norm(hidden, (hidden.shape[-1],), weights.input_norm, self.eps)
+            x = rms_norm(hidden, weights.input_norm, self.eps)
             qkv = F.linear(x, weights.qkv, weights.qkv_bias)  # [R, (H + 2K) * D]
             qk = qkv[:, :(heads + kv_heads) * dim].view(rows, heads + kv_heads, dim)
             qk = qk * cos + _rotate_half(qk) * sin  # rotary on q and k at once
@@ -146,8 +154,8 @@ class FastDecoder:
             scores = torch.matmul(query, keys.transpose(-1, -2)).mul_(scale).add_(mask)  # [R, K, H/K, L]
             context = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype), values)
             hidden = hidden + F.linear(context.reshape(rows, heads * dim), weights.out)
-            x = F.rms_norm(hidden, (hidden.shape[-1],), weights.post_norm, self.eps)
+            x = rms_norm(hidden, weights.post_norm, self.eps)
             gate, up = F.linear(x, weights.gate_up).split(self.intermediate, dim=-1)
             hidden = hidden + F.linear(F.silu(gate) * up, weights.down)
-        hidden = F.rms_norm(hidden, (hidden.shape[-1],), self.final_norm, self.eps)
+        hidden = rms_norm(hidden, self.final_norm, self.eps)
         return F.linear(hidden, self.lm_head, self.lm_head_bias)
