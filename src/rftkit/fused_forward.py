@@ -1,14 +1,13 @@
 """The update's forward for Qwen2/Llama policies with LoRA: PEFT's function, in fewer and larger matmuls.
 
 Through PEFT, every adapted linear layer is three matmuls forward (x W^T, x A^T, (x A^T) B^T) and
-five backward, most of them thin (rank 16). Here each layer's effective weight W + s B A is formed
-with autograd (one small addmm), q/k/v are one matmul on their stacked effective weights and
-gate/up another, so the forward is four matmuls a layer and the backward is the input gradient
-plus the weight gradient of those four, from which autograd derives the gradients of A and B. The
-function, its value and its gradients are PEFT's; only the order of floating-point operations
-differs (tests/core/test_fused_forward.py checks log-probs and LoRA gradients against PEFT's
-forward). On the update's shapes (~1,300 packed tokens, hidden 128, rank 16) this is ~40% faster
-per q/k/v block and ~20% per gate/up block on a CPU.
+five backward, most of them thin (rank 16). Here q/k/v are one matmul on their stacked effective
+weights W + s B A and gate/up another, so the forward is four matmuls a layer; the backward
+(`_StackedLoraLinear`) is one input-gradient matmul per block plus rank-r matmuls for A and B,
+never the full [out, in] weight gradient. The function, its value and its gradients are PEFT's;
+only the order of floating-point operations differs (tests/core/test_fused_forward.py checks
+hidden states, log-probs and LoRA gradients against PEFT's forward). On the example's update
+(~1,300 packed tokens, hidden 128, rank 16) the forward takes 42 ms instead of PEFT's 61.
 
 Used by `update._forward_packed` when `FusedForward.supports(policy)`; anything else (other
 architectures, DoRA, several active adapters, an adapted LM head, adapters merged into the
@@ -25,22 +24,60 @@ from rftkit.rollout.fast_decode import SUPPORTED_MODEL_TYPES, _rotate_half, rms_
 from rftkit.rollout.sampler import unwrap_peft
 
 
-def effective_weight(linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(W + s B A, bias) of a LoRA layer, differentiable in A and B; (W, bias) of a plain one."""
-    parts = lora_parts(linear)
-    base = linear.base_layer if hasattr(linear, "base_layer") else linear
-    if parts is None:
-        return base.weight, base.bias
-    lora_a, lora_b, scale = parts
-    return torch.addmm(base.weight, lora_b, lora_a, alpha=scale), base.bias
+class _StackedLoraLinear(torch.autograd.Function):
+    """x @ W_eff^T for one or several projections of the same input, W_eff = the stacked base weights
+    with s B A added to each adapted projection's rows.
+
+    The forward is one matmul. The backward gives x its gradient through W_eff, and each adapter
+    its gradients through rank-r matmuls, s (g_i^T (x A_i^T)) for B_i and s ((g_i B_i)^T x) for A_i,
+    instead of forming the full [out, in] weight gradient and projecting it (what autograd does
+    through W + s B A): fewer FLOPs, and 10-25% less time on the update's shapes.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, adapters, *lora):
+        effective = weight.clone()
+        for (start, end, scale), lora_a, lora_b in zip(adapters, lora[0::2], lora[1::2]):
+            effective[start:end].addmm_(lora_b, lora_a, alpha=scale)
+        ctx.adapters = adapters
+        ctx.save_for_backward(x, effective, *lora)
+        return F.linear(x, effective, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, effective, *lora = ctx.saved_tensors
+        grad_x = grad @ effective if ctx.needs_input_grad[0] else None
+        flat_x, flat_grad = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
+        projected = flat_x @ torch.cat(lora[0::2]).t()  # [N, sum of ranks]: x A_i^T for every adapter at once
+        grads, column = [], 0
+        for (start, end, scale), lora_a, lora_b in zip(ctx.adapters, lora[0::2], lora[1::2]):
+            rank = lora_a.shape[0]
+            grad_i = flat_grad[:, start:end]
+            grads += [((grad_i @ lora_b).t() @ flat_x).mul_(scale),
+                      (grad_i.t() @ projected[:, column:column + rank]).mul_(scale)]
+            column += rank
+        return (grad_x, None, None, None, *grads)
 
 
-def _stacked(*linears) -> tuple[torch.Tensor, torch.Tensor | None]:
-    weights, biases = zip(*(effective_weight(linear) for linear in linears))
-    if all(b is None for b in biases):
-        return torch.cat(weights), None
-    return torch.cat(weights), torch.cat([b if b is not None else w.new_zeros(w.shape[0])
-                                          for w, b in zip(weights, biases)])
+def lora_linear(x: torch.Tensor, *linears) -> torch.Tensor:
+    """The outputs of `linears` (projections of the same input x, LoRA-adapted or plain), concatenated."""
+    bases = [linear.base_layer if hasattr(linear, "base_layer") else linear for linear in linears]
+    weight = torch.cat([base.weight for base in bases]) if len(bases) > 1 else bases[0].weight
+    bias = None
+    if any(base.bias is not None for base in bases):
+        bias = torch.cat([base.bias if base.bias is not None else base.weight.new_zeros(base.out_features)
+                          for base in bases])
+    adapters, lora, start = [], [], 0
+    for linear, base in zip(linears, bases):
+        parts = lora_parts(linear)
+        if parts is not None:
+            lora_a, lora_b, scale = parts
+            adapters.append((start, start + base.out_features, float(scale)))
+            lora += [lora_a, lora_b]
+        start += base.out_features
+    if not adapters:
+        return F.linear(x, weight, bias)
+    return _StackedLoraLinear.apply(x, weight, bias, tuple(adapters), *lora)
 
 
 class FusedForward:
@@ -84,7 +121,7 @@ class FusedForward:
         for layer in model.model.layers:
             attention, mlp = layer.self_attn, layer.mlp
             x = rms_norm(hidden, layer.input_layernorm.weight, eps)
-            qkv = F.linear(x, *_stacked(attention.q_proj, attention.k_proj, attention.v_proj))
+            qkv = lora_linear(x, attention.q_proj, attention.k_proj, attention.v_proj)
             qkv = qkv.view(rows, width, heads + 2 * kv_heads, dim).transpose(1, 2)  # [U, H + 2K, S, D]
             qk = qkv[:, :heads + kv_heads] * cos + _rotate_half(qkv[:, :heads + kv_heads]) * sin
             query, key, value = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads:]
@@ -92,9 +129,8 @@ class FusedForward:
             # build in the forward and sum back in the backward
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=attention.scaling,
                                                      enable_gqa=kv_heads != heads)
-            out_weight, out_bias = effective_weight(attention.o_proj)
-            hidden = hidden + F.linear(context.transpose(1, 2).reshape(rows, width, heads * dim), out_weight, out_bias)
+            hidden = hidden + lora_linear(context.transpose(1, 2).reshape(rows, width, heads * dim), attention.o_proj)
             x = rms_norm(hidden, layer.post_attention_layernorm.weight, eps)
-            gate, up = F.linear(x, *_stacked(mlp.gate_proj, mlp.up_proj)).chunk(2, dim=-1)
-            hidden = hidden + F.linear(F.silu(gate) * up, *effective_weight(mlp.down_proj))
+            gate, up = lora_linear(x, mlp.gate_proj, mlp.up_proj).chunk(2, dim=-1)
+            hidden = hidden + lora_linear(F.silu(gate) * up, mlp.down_proj)
         return rms_norm(hidden, model.model.norm.weight, eps)
