@@ -62,7 +62,11 @@ def prompt_runs(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[to
 
 
 def _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, with_hidden: bool):
-    """Logits [N, T, V] that predict each completion token (and the hidden states [N, T, H] they come from)."""
+    """(logits [M, V] predicting the M real completion tokens, in row-major order of the mask; hidden
+    states [N, T, H] that predict every completion position, or None; completion ids trimmed to [N, T]).
+
+    Only real tokens get logits: padding columns are about half of [N, T] on short answers, and on a
+    large vocabulary their logits would dominate time and memory."""
     keep = prompt_mask.any(0).nonzero()
     start = int(keep.min()) if len(keep) else 0  # drop columns that are padding in every row
     width = int(completion_mask.sum(-1).max())
@@ -82,7 +86,7 @@ def _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, wi
                 logits_to_keep=completion_ids.shape[1] + 1)
     window = slice(prompt_ids.shape[1] - 1, -1)  # position t predicts completion token t
     hidden = out.hidden_states[-1][:, window, :] if with_hidden else None
-    return out.logits[:, :-1, :].float(), hidden, completion_ids
+    return out.logits[:, :-1][completion_mask.bool()].float(), hidden, completion_ids
 
 
 def _packed_mask_dtype(model) -> torch.dtype | None:
@@ -130,10 +134,7 @@ def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_m
     allowed = causal & ((keys == 0) | (keys == segment[:, :, None])) & (keys != -1)  # [U, S, S]
     if FusedForward.supports(model):  # PEFT's function in fewer, larger matmuls (rftkit.fused_forward)
         hidden = FusedForward.hidden_states(model, ids, allowed[:, None], position)[group_of_row[:, None], source]
-        # the LM head only on real completion tokens (padding columns are ~half of [N, T] on short answers)
-        real = completion_mask.bool()
-        head = unwrap_peft(model).lm_head(hidden[real]).float()  # [M, V]
-        logits = head.new_zeros((*real.shape, head.shape[-1])).index_put(real.nonzero(as_tuple=True), head)
+        logits = unwrap_peft(model).lm_head(hidden[completion_mask.bool()]).float()  # [M, V]
         return logits, hidden if with_hidden else None, completion_ids
     mask = allowed[:, None]
     if mask_dtype is not torch.bool:
@@ -143,7 +144,7 @@ def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_m
     keep = width - (int((segment == 0).sum(-1).min()) - 1)
     out = model(input_ids=ids, attention_mask=mask, position_ids=position, output_hidden_states=with_hidden,
                 logits_to_keep=keep)
-    logits = out.logits[group_of_row[:, None], (source - (width - keep)).clamp(min=0)]  # [N, T, V]; padding: any
+    logits = out.logits[group_of_row[n], source[n, t] - (width - keep)]  # [M, V]: real tokens only
     hidden = out.hidden_states[-1][group_of_row[:, None], source] if with_hidden else None
     return logits.float(), hidden, completion_ids
 
@@ -163,9 +164,9 @@ def token_logprobs_and_values(model, value_head, prompt_ids, prompt_mask, comple
     logits, hidden, completion_ids = _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
                                               with_hidden=value_head is not None)
     # Softmax, log-probs and entropy on the real tokens only; padding positions read 0.
-    real = completion_mask[:, :logits.shape[1]].bool()
+    real = completion_mask[:, :completion_ids.shape[1]].bool()
     where = real.nonzero(as_tuple=True)
-    logp_all = torch.log_softmax(logits[where] / temperature, dim=-1)  # [M, V]
+    logp_all = torch.log_softmax(logits / temperature, dim=-1)  # [M, V]
     logprobs = logp_all.new_zeros(real.shape).index_put(where, logp_all.gather(-1, completion_ids[where][:, None])[:, 0])
     entropy = None
     if with_entropy:
