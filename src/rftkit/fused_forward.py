@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from rftkit.models.loading import lora_parts
-from rftkit.rollout.fast_decode import SUPPORTED_MODEL_TYPES, _rotate_half, rms_norm
+from rftkit.rollout.fast_decode import llama_family, rms_norm, rotate_half, stacked_bias
 from rftkit.rollout.sampler import unwrap_peft
 
 
@@ -63,10 +63,7 @@ def lora_linear(x: torch.Tensor, *linears) -> torch.Tensor:
     """The outputs of `linears` (projections of the same input x, LoRA-adapted or plain), concatenated."""
     bases = [linear.base_layer if hasattr(linear, "base_layer") else linear for linear in linears]
     weight = torch.cat([base.weight for base in bases]) if len(bases) > 1 else bases[0].weight
-    bias = None
-    if any(base.bias is not None for base in bases):
-        bias = torch.cat([base.bias if base.bias is not None else base.weight.new_zeros(base.out_features)
-                          for base in bases])
+    bias = stacked_bias(*bases)
     adapters, lora, start = [], [], 0
     for linear, base in zip(linears, bases):
         parts = lora_parts(linear)
@@ -87,11 +84,7 @@ class FusedForward:
     def supports(policy) -> bool:
         model = unwrap_peft(policy)
         config = getattr(model, "config", None)
-        if config is None or getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
-            return False
-        if config.hidden_act != "silu" or getattr(config, "mlp_bias", False) or getattr(config, "use_sliding_window", False):
-            return False
-        if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+        if config is None or not llama_family(config):
             return False
         if config._attn_implementation not in ("sdpa", "eager") or (model.training and config.attention_dropout):
             return False
@@ -123,7 +116,7 @@ class FusedForward:
             x = rms_norm(hidden, layer.input_layernorm.weight, eps)
             qkv = lora_linear(x, attention.q_proj, attention.k_proj, attention.v_proj)
             qkv = qkv.view(rows, width, heads + 2 * kv_heads, dim).transpose(1, 2)  # [U, H + 2K, S, D]
-            qk = qkv[:, :heads + kv_heads] * cos + _rotate_half(qkv[:, :heads + kv_heads]) * sin
+            qk = qkv[:, :heads + kv_heads] * cos + rotate_half(qkv[:, :heads + kv_heads]) * sin
             query, key, value = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads:]
             # grouped KV heads go to SDPA as they are (enable_gqa): no repeated copies of k and v to
             # build in the forward and sum back in the backward

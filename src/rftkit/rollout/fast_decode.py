@@ -32,7 +32,17 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * F.rms_norm(x.float(), (x.shape[-1],), None, eps).to(x.dtype)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+def llama_family(config) -> bool:
+    """A Qwen2 or Llama config with full attention in every layer and SiLU MLPs without bias: what the
+    hand-written decode step (here) and training forward (rftkit.fused_forward) compute."""
+    if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES or config.hidden_act != "silu":
+        return False
+    if getattr(config, "use_sliding_window", False) or getattr(config, "mlp_bias", False):
+        return False
+    return all(kind == "full_attention" for kind in getattr(config, "layer_types", None) or ())
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
@@ -58,7 +68,8 @@ def _stack_as_views(weights: list[torch.nn.Parameter]) -> torch.Tensor:
     return stacked
 
 
-def _stacked_bias(*linears) -> torch.Tensor | None:
+def stacked_bias(*linears) -> torch.Tensor | None:
+    """The biases of `linears` row-stacked (zeros for those without one); None when none has a bias."""
     if all(linear.bias is None for linear in linears):
         return None
     return torch.cat([linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
@@ -82,12 +93,7 @@ class FastDecoder:
         """A plain (not PEFT-wrapped) Qwen2 or Llama model with full attention in every layer and SiLU MLPs."""
         if hasattr(model, "get_base_model") or not hasattr(model, "model") or not hasattr(model, "lm_head"):
             return False
-        config = model.config
-        if config.model_type not in SUPPORTED_MODEL_TYPES or config.hidden_act != "silu":
-            return False
-        if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
-            return False
-        if getattr(config, "use_sliding_window", False) or getattr(config, "mlp_bias", False):
+        if not llama_family(model.config):
             return False
         layer = model.model.layers[0]
         return all(isinstance(m, torch.nn.Linear) for m in (layer.self_attn.q_proj, layer.self_attn.o_proj,
@@ -111,7 +117,7 @@ class FastDecoder:
             projections = (attention.q_proj, attention.k_proj, attention.v_proj)
             self.layers.append(_LayerWeights(
                 input_norm=layer.input_layernorm.weight, post_norm=layer.post_attention_layernorm.weight,
-                qkv=_stack_as_views([p.weight for p in projections]), qkv_bias=_stacked_bias(*projections),
+                qkv=_stack_as_views([p.weight for p in projections]), qkv_bias=stacked_bias(*projections),
                 out=attention.o_proj.weight, gate_up=_stack_as_views([mlp.gate_proj.weight, mlp.up_proj.weight]),
                 down=mlp.down_proj.weight))
         self.embed, self.final_norm = body.embed_tokens.weight, body.norm.weight
@@ -146,7 +152,7 @@ class FastDecoder:
             x = rms_norm(hidden, weights.input_norm, self.eps)
             qkv = F.linear(x, weights.qkv, weights.qkv_bias)  # [R, (H + 2K) * D]
             qk = qkv[:, :(heads + kv_heads) * dim].view(rows, heads + kv_heads, dim)
-            qk = qk * cos + _rotate_half(qk) * sin  # rotary on q and k at once
+            qk = qk * cos + rotate_half(qk) * sin  # rotary on q and k at once
             query = qk[:, :heads].reshape(rows, kv_heads, heads // kv_heads, dim)  # [R, K, H/K, D]
             key = qk[:, heads:, None, :]  # [R, K, 1, D]
             value = qkv[:, (heads + kv_heads) * dim:].view(rows, kv_heads, 1, dim)
