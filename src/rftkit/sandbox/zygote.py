@@ -36,7 +36,6 @@ CHANNEL_CAP = 16 << 20
 UID_BASE = 2_000_000  # per-worker uids (2_000_000 + worker pid): unused by real accounts, so RLIMIT_NPROC counts only the run
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 ALWAYS_HIDDEN = ("/root", "/home")
-EXECUTION_WORKDIR = mounts.EXECUTION_WORKDIR
 
 
 def send_message(stream: BinaryIO, message: Any) -> None:
@@ -191,7 +190,7 @@ def _isolate_child(state: WorkerState, fds: tuple[int, int, int], workdir: str |
         _linux.install_network_filter()
     else:
         _linux.set_no_new_privs()
-    if workdir != EXECUTION_WORKDIR:  # with the mount namespace the zygote has set this environment once
+    if not state.mountns:  # with the mount namespace every run works in one path: the zygote set this once
         set_child_environment(state, workdir)
     sys.path[:] = [p for p in sys.path if p]  # no '' entry: the working directory is the code's, not ours
 
@@ -364,12 +363,12 @@ def main() -> None:
     state.config.baseline_vm_bytes = vm_kb * 1024 + (64 << 20)  # + room for what the child maps before the limit
     gc.collect()
     gc.freeze()  # forked children then never write to the zygote's objects' GC headers: fewer copy-on-write faults
-    self_test_error = _self_test(state)
+    if state.mountns:  # every execution works in the same path: its environment is set here, not in each child
+        set_child_environment(state, mounts.EXECUTION_WORKDIR)
+    self_test_error = _self_test(state)  # falling back to a private tmp dir, children set their own again
     if self_test_error:
         send_message(responses, {"error": self_test_error})
         return
-    if state.mountns:  # every execution works in the same path: its environment is set here, not in each child
-        set_child_environment(state, EXECUTION_WORKDIR)
     send_message(responses, {"ready": True, "isolation": state.isolation()})
     while (request := recv_message(requests)) is not None:
         send_message(responses, execute(state, request))
