@@ -33,8 +33,8 @@ def test_environment_is_scrubbed_and_stdin_closed(tight_pool):
     assert stdin == "''"  # stdin reads as empty, never the parent's input
     home, tmpdir, cwd = places.split()
     assert home == tmpdir == cwd  # the private working directory is also home and the temp dir
-    assert set(ast.literal_eval(names)) <= {"PATH", "LANG", "PYTHONDONTWRITEBYTECODE", "OMP_NUM_THREADS", "TRITON_INTERPRET",
-                                "HOME", "TMPDIR", "TRITON_CACHE_DIR"}
+    assert set(ast.literal_eval(names)) <= {"PATH", "LANG", "PYTHONDONTWRITEBYTECODE", "OMP_NUM_THREADS",
+                                            "TRITON_INTERPRET", "HOME", "TMPDIR", "TRITON_CACHE_DIR"}
 
 
 def test_output_is_capped(tight_pool):
