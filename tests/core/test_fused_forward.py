@@ -27,20 +27,21 @@ def _packed_inputs(rows: int, width: int, vocab: int, seed: int = 0):
     return ids, allowed, position
 
 
-def _hidden_and_grads(policy, ids, allowed, position, fused: bool):
+def _hidden_and_grads(policy, ids, allowed, position, fused: bool, queries_from: int = 0):
     policy.zero_grad(set_to_none=True)
     if fused:
-        hidden = FusedForward.hidden_states(policy, ids, allowed, position)
+        hidden = FusedForward.hidden_states(policy, ids, allowed, position, queries_from=queries_from)
     else:
         hidden = policy(input_ids=ids, attention_mask=allowed, position_ids=position,
-                        output_hidden_states=True).hidden_states[-1]
+                        output_hidden_states=True).hidden_states[-1][:, queries_from:]
     (hidden * torch.linspace(-1, 1, hidden.shape[-1])).sum().backward()
     return hidden.detach(), {n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad}
 
 
-def _assert_same(policy, ids, allowed, position):
-    fused, fused_grads = _hidden_and_grads(policy, ids, allowed, position, fused=True)
-    reference, reference_grads = _hidden_and_grads(policy, ids, allowed, position, fused=False)
+def _assert_same(policy, ids, allowed, position, queries_from: int = 0):
+    fused, fused_grads = _hidden_and_grads(policy, ids, allowed, position, fused=True, queries_from=queries_from)
+    reference, reference_grads = _hidden_and_grads(policy, ids, allowed, position, fused=False,
+                                                   queries_from=queries_from)
     torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-4)
     assert fused_grads.keys() == reference_grads.keys() and fused_grads
     for name, grad in fused_grads.items():
@@ -68,6 +69,13 @@ def test_embedded_policy_matches_peft_with_and_without_its_adapter(policy):
         torch.testing.assert_close(base, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_queries_from_gives_the_later_columns_with_gradients_through_the_earlier_keys(policy):
+    ids, allowed, position = _packed_inputs(3, 24, 300, seed=3)
+    fused, _ = _hidden_and_grads(policy, ids, allowed, position, fused=True, queries_from=10)
+    assert fused.shape == (3, 14, policy.config.hidden_size)
+    _assert_same(policy, ids, allowed, position, queries_from=10)  # LoRA gradients flow through columns < 10 too
+
+
 def test_llama_with_grouped_kv_heads_and_some_layers_adapted():
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
@@ -88,6 +96,7 @@ def test_packed_update_uses_it_and_gives_the_models_logprobs_and_gradients(polic
     completion_mask[1, 4:] = completion_mask[3, 2:] = 0
     prompt_ids = ids[[0, 0, 1, 1], :8]
     prompt_mask = torch.ones_like(prompt_ids)
+    prompt_mask[:2, :3] = 0  # prompts of 5 and 8 tokens: the last layer's queries start at column 4
 
     def run():
         policy.zero_grad(set_to_none=True)
@@ -97,9 +106,9 @@ def test_packed_update_uses_it_and_gives_the_models_logprobs_and_gradients(polic
 
     calls = []
     original = FusedForward.hidden_states
-    monkeypatch.setattr(FusedForward, "hidden_states", staticmethod(lambda *a: calls.append(1) or original(*a)))
+    monkeypatch.setattr(FusedForward, "hidden_states", staticmethod(lambda *a, **k: calls.append(k) or original(*a, **k)))
     fused_logp, fused_grads = run()
-    assert calls  # the packed path went through the fused forward
+    assert calls == [{"queries_from": 4}]  # the packed path went through the fused forward
     monkeypatch.setattr(FusedForward, "supports", staticmethod(lambda model: False))
     model_logp, model_grads = run()
     torch.testing.assert_close(fused_logp, model_logp, atol=2e-5, rtol=1e-4)

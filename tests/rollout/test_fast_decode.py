@@ -71,6 +71,36 @@ def test_step_handles_llama_without_biases_and_scaled_rope():
     torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
 
 
+def _prefill_against_forward(model, prompts, pad_id, copies: int):
+    """The fused prefill's logits and cache against the model's forward on the same left-padded prompts."""
+    ids, mask = left_pad(prompts, pad_id)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    caches = [_new_cache(model, ids.shape[1] + 4) for _ in range(2)]
+    with torch.inference_mode():
+        reference = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          **{cache_kwarg(model): caches[0]}).logits[:, -1]
+        fast = FastDecoder(model).prefill(ids, mask, positions, caches[1].layers, copies)
+    real = mask.bool().repeat_interleave(copies, 0)[:, None, :, None]  # padding columns are never attended
+    for expected, got in zip(caches[0].layers, caches[1].layers):
+        assert got.get_seq_length() == ids.shape[1] and got.keys.shape[0] == len(prompts) * copies
+        for a, b in ((expected.keys, got.keys), (expected.values, got.values)):
+            torch.testing.assert_close(b * real, a.repeat_interleave(copies, 0) * real, atol=1e-5, rtol=1e-5)
+    return reference, fast
+
+
+def test_prefill_gives_the_models_logits_and_fills_each_prompts_rows_of_the_cache(setup):
+    policy, tokenizer, _, _, prompts = setup
+    merged = MergedCopy(policy).refresh(policy)
+    reference, fast = _prefill_against_forward(merged, prompts, tokenizer.pad_token_id, copies=3)
+    torch.testing.assert_close(fast, reference, atol=1e-4, rtol=1e-4)
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=64,
+                                         rope_scaling={"rope_type": "linear", "factor": 2.0})).eval()
+    reference, fast = _prefill_against_forward(llama, [[1, 2, 3, 4, 5], [6, 7]], pad_id=0, copies=1)
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+
+
 def test_supports_only_plain_llama_family_models(setup):
     policy = setup[0]
     assert not FastDecoder.supports(policy)  # PEFT-wrapped: the adapter ops are not in the fused weights

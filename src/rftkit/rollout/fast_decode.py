@@ -8,10 +8,12 @@ another, RMSNorm is one `rms_norm` call, rotary embedding is applied to q and k 
 additive mask is built once per step for all layers. Rotary cos/sin come from the model's own
 `rotary_emb` module, so every RoPE variant transformers implements gives the same angles.
 
-Only used on a plain model (the merged copy): a PEFT-wrapped model, sliding-window or other
-architectures fall back to the model's own forward (`FastDecoder.supports`). The prefill still
-runs through transformers; tests/rollout/test_fast_decode.py checks this step's logits against the
-model's forward and that sampling gives the same tokens and log-probs either way.
+The prefill (`prefill`) is written the same way, and writes each prompt's keys and values straight
+into its G rows of the sampler's cache. Only used on a plain model (the merged copy): a PEFT-wrapped
+model, sliding-window or other architectures fall back to the model's own forward
+(`FastDecoder.supports`). tests/rollout/test_fast_decode.py checks the prefill's and the step's
+logits and cache against the model's forward, and that sampling gives the same tokens and log-probs
+either way.
 """
 
 from __future__ import annotations
@@ -133,6 +135,43 @@ class FastDecoder:
 
         return (shares(weights.qkv, (attention.q_proj, attention.k_proj, attention.v_proj))
                 and shares(weights.gate_up, (mlp.gate_proj, mlp.up_proj)))
+
+    @torch.inference_mode()
+    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, positions: torch.Tensor, cache_layers,
+                copies: int) -> torch.Tensor:
+        """Logits [B, V] of the token after each left-padded prompt ([B, P]); the prompts' keys and values
+        go into the sampler's preallocated `cache_layers`, each row `copies` times (`PreallocatedLayer.fill`).
+
+        The last layer computes its query, attention output and MLP for the last column only: no
+        other column's output is read (the cache holds keys and values, which come before them).
+        """
+        rows, width = prompt_ids.shape
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        hidden = F.embedding(prompt_ids, self.embed)  # [B, P, hidden]
+        cos, sin = self.model.model.rotary_emb(hidden, positions)  # [B, P, D]
+        cos, sin = cos[:, None].to(hidden.dtype), sin[:, None].to(hidden.dtype)
+        # causal over the real tokens; a padding column sees itself only, so that no row of the mask is
+        # empty (no real token ever attends to a padding column's key)
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
+        allowed = ((causal & prompt_mask.bool()[:, None, :]) | torch.eye(width, dtype=torch.bool))[:, None]
+        last = len(self.layers) - 1
+        for index, (weights, cache) in enumerate(zip(self.layers, cache_layers)):
+            x = rms_norm(hidden, weights.input_norm, self.eps)
+            qkv = F.linear(x, weights.qkv, weights.qkv_bias).view(rows, width, heads + 2 * kv_heads, dim)
+            qkv = qkv.transpose(1, 2)  # [B, H + 2K, P, D]
+            qk = qkv[:, :heads + kv_heads] * cos + rotate_half(qkv[:, :heads + kv_heads]) * sin
+            query, key, value = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads:]
+            cache.fill(key, value, copies)
+            if index == last:
+                query, allowed, hidden = query[:, :, -1:], allowed[:, :, -1:], hidden[:, -1:]
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=dim ** -0.5,
+                                                     enable_gqa=kv_heads != heads)
+            hidden = hidden + F.linear(context.transpose(1, 2).reshape(rows, -1, heads * dim), weights.out)
+            x = rms_norm(hidden, weights.post_norm, self.eps)
+            gate, up = F.linear(x, weights.gate_up).split(self.intermediate, dim=-1)
+            hidden = hidden + F.linear(F.silu(gate) * up, weights.down)
+        hidden = rms_norm(hidden[:, -1], self.final_norm, self.eps)
+        return F.linear(hidden, self.lm_head, self.lm_head_bias)
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache_layers, attention: torch.Tensor) -> torch.Tensor:
