@@ -163,6 +163,8 @@ class FusedForward:
         cos, sin = model.model.rotary_emb(hidden, position_ids)  # [U, S, D]
         cos, sin = cos[:, None].to(hidden.dtype), sin[:, None].to(hidden.dtype)
         eps = config.rms_norm_eps
+        # additive, in the model's dtype, once: SDPA would convert a boolean mask in every layer
+        allowed = torch.zeros(allowed.shape, dtype=hidden.dtype).masked_fill_(~allowed, torch.finfo(hidden.dtype).min)
         last = len(model.model.layers) - 1
         for index, layer in enumerate(model.model.layers):
             attention, mlp = layer.self_attn, layer.mlp

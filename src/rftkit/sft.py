@@ -20,6 +20,7 @@ from rftkit.config import RFTConfig, SftConfig, dump_config
 from rftkit.data import DataError, Example
 from rftkit.models.loading import encode_prompts
 from rftkit.rollout.sampler import left_pad
+from rftkit.training_setup import adamw
 from rftkit.update import token_logprobs
 
 
@@ -60,7 +61,7 @@ def sft_loss(policy, batch: SftBatch) -> torch.Tensor:
 
 
 def new_optimizer(params, cfg: SftConfig, config: RFTConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=config.train.weight_decay, foreach=True)
+    return adamw(params, cfg.learning_rate, config.train.weight_decay)
 
 
 def run_sft(policy, tokenizer, examples: list[Example], cfg: SftConfig, config: RFTConfig, params,
