@@ -133,7 +133,7 @@ def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_m
     keys = segment[:, None, :]
     allowed = causal & ((keys == 0) | (keys == segment[:, :, None])) & (keys != -1)  # [U, S, S]
     if FusedForward.supports(model):  # PEFT's function in fewer, larger matmuls (rftkit.fused_forward)
-        first = int(plen.min()) - 1  # no earlier column predicts a completion token
+        first = max(int(plen.min()) - 1, 0)  # no earlier column predicts a completion token
         hidden = FusedForward.hidden_states(model, ids, allowed[:, None], position, queries_from=first)
         hidden = hidden[group_of_row[:, None], (source - first).clamp(min=0)]
         logits = unwrap_peft(model).lm_head(hidden[completion_mask.bool()]).float()  # [M, V]
