@@ -10,11 +10,10 @@ interpreter running the same harness as the pool (still without isolation). "for
 of any design that runs each execution in a fresh process: one process per core, each with the zygote's
 modules loaded, forking children that only write a fixed verdict to a pipe and exit (no isolation, no
 harness, no request or result passing); "fork_harness_floor" is the same with the children running the
-pool's harness on the test (still no isolation and no request or result passing). Both floors report
-the median number of minor page faults a child took (copy-on-write copies of the zygote's pages, and
-fresh pages). "harness_in_process" runs the same harness in a loop with no fork at all: the gap
-between it and fork_harness_floor is what running it in a fresh process costs. Prints a table and
-writes benchmarks/results/sandbox.json.
+pool's harness on the test (still no isolation and no request or result passing). "harness_in_process"
+runs the same harness in a loop with no fork at all: the gap between it and fork_harness_floor is what
+running it in a fresh process costs (benchmarks/sandbox_faults.py counts the page faults behind it).
+Prints a table and writes benchmarks/results/sandbox.json.
 """
 
 from __future__ import annotations
@@ -42,19 +41,17 @@ NAIVE_HARNESS = f"from rftkit.sandbox.harness import Channel, run_tests\nrun_tes
 
 # One looping process per core: fork a child that writes a verdict and exits; prints forks per second.
 FORK_FLOOR = """
-import gc, os, resource, sys, time
+import gc, os, sys, time
 import rftkit.sandbox.zygote, rftkit.sandbox.harness  # the zygote's memory image: fork cost grows with it
 gc.collect(); gc.freeze()
-n = int(sys.argv[1]); faults = []; start = time.perf_counter()
+n = int(sys.argv[1]); start = time.perf_counter()
 for _ in range(n):
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.write(w, b'{"done": true}')
-        os.write(w, b"\\nfaults %d" % resource.getrusage(resource.RUSAGE_SELF).ru_minflt); os._exit(0)
-    os.close(w); out = b''.join(iter(lambda: os.read(r, 4096), b'')); os.close(r); os.waitpid(pid, 0)
-    faults.append(int(out.rsplit(b"faults ", 1)[1]))
-print(time.perf_counter() - start, sorted(faults)[n // 2])
+        os.write(w, b'{"done": true}'); os._exit(0)
+    os.close(w); os.read(r, 64); os.close(r); os.waitpid(pid, 0)
+print(time.perf_counter() - start)
 """
 
 # The same loop, but the child runs the pool's harness on the benchmark's test (compile, define, call,
@@ -62,7 +59,8 @@ print(time.perf_counter() - start, sorted(faults)[n // 2])
 # process per execution, with no isolation and no request or result passing, is bounded by this.
 FORK_HARNESS_FLOOR = FORK_FLOOR.replace(
     "os.write(w, b'{\"done\": true}')",
-    f"rftkit.sandbox.harness.run_tests({PAYLOAD!r}, rftkit.sandbox.harness.Channel(w, 'n'))")
+    f"rftkit.sandbox.harness.run_tests({PAYLOAD!r}, rftkit.sandbox.harness.Channel(w, 'n'))").replace(
+    "os.read(r, 64)", "b''.join(iter(lambda: os.read(r, 4096), b''))")
 
 # The harness alone, in one process with no fork at all: its own CPU cost, without the copy-on-write
 # page faults a forked child pays for every page of the zygote it writes (reference counts included).
@@ -74,22 +72,21 @@ n = int(sys.argv[1]); r, w = os.pipe(); start = time.perf_counter()
 for _ in range(n):
     harness.run_tests({PAYLOAD!r}, harness.Channel(w, 'n'))
     os.read(r, 1 << 16)
-print(time.perf_counter() - start, 0)
+print(time.perf_counter() - start)
 """
 
 
-def _fork_floor(runs: int, processes: int, program: str = FORK_FLOOR) -> dict[str, float]:
+def _looping_processes(runs: int, processes: int, program: str) -> dict[str, float]:
+    """Run `program` (a loop of `runs` executions) in `processes` processes at once; executions per second."""
     start = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-c", program, str(runs)], stdout=subprocess.PIPE)
              for _ in range(processes)]
-    faults = []
     for proc in procs:
-        out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, "fork-floor process failed"
-        faults.append(int(out.split()[-1]))
+        proc.communicate(timeout=300)
+        assert proc.returncode == 0, "looping process failed"
     elapsed = time.perf_counter() - start
     return {"runs": runs * processes, "per_second": runs * processes / elapsed, "p50_ms": None,
-            "p99_ms": None, "child_page_faults_p50": statistics.median(faults) if any(faults) else None}
+            "p99_ms": None}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -146,9 +143,9 @@ def main() -> None:
         pool.close()
     rows["naive"] = _measure(naive, args.naive_runs, cores)
     rows["naive_harness"] = _measure(naive_harness, args.naive_runs, cores)
-    rows["fork_floor"] = _fork_floor(args.runs * 2, cores)
-    rows["fork_harness_floor"] = _fork_floor(args.runs, cores, FORK_HARNESS_FLOOR)
-    rows["harness_in_process"] = _fork_floor(args.runs * 4, cores, HARNESS_IN_PROCESS)
+    rows["fork_floor"] = _looping_processes(args.runs * 2, cores, FORK_FLOOR)
+    rows["fork_harness_floor"] = _looping_processes(args.runs, cores, FORK_HARNESS_FLOOR)
+    rows["harness_in_process"] = _looping_processes(args.runs * 4, cores, HARNESS_IN_PROCESS)
     best = max((k for k in rows if k.startswith("pool")), key=lambda k: rows[k]["per_second"])
     speedup = rows[best]["per_second"] / rows["naive"]["per_second"]
     ceiling = rows["fork_floor"]["per_second"] / rows["naive"]["per_second"]
@@ -156,11 +153,10 @@ def main() -> None:
     result = {"machine": f"{platform.machine()}, {cores} cores, load average {os.getloadavg()[0]:.2f} at the end",
               "isolation": isolation, "best_pool": best, **rows, "speedup": speedup,
               "fork_floor_over_naive": ceiling, "fork_harness_floor_over_naive": harness_ceiling}
-    print(f"| way | executions/s | p50 ms | p99 ms | child page faults |\n|---|---|---|---|---|")
+    print(f"| way | executions/s | p50 ms | p99 ms |\n|---|---|---|---|")
     for name, row in rows.items():
-        cells = ["-" if row.get(k) is None else f"{row[k]:.1f}" for k in ("p50_ms", "p99_ms")]
-        faults = row.get("child_page_faults_p50")
-        print(f"| {name} | {row['per_second']:.0f} | {' | '.join(cells)} | {'-' if faults is None else f'{faults:.0f}'} |")
+        latency = " | ".join("-" if row[k] is None else f"{row[k]:.1f}" for k in ("p50_ms", "p99_ms"))
+        print(f"| {name} | {row['per_second']:.0f} | {latency} |")
     print(f"speed-up {speedup:.1f}x ({best} over naive); a fresh process per execution can reach at most "
           f"{ceiling:.1f}x here (fork_floor), {harness_ceiling:.1f}x if it runs the harness (fork_harness_floor); "
           f"{result['machine']}; isolation {result['isolation']}")
