@@ -30,7 +30,7 @@ from rftkit.models.loading import attach_lora, encode_prompts, load_base_model, 
 from rftkit.rollout.merged import MergedCopy
 from rftkit.rollout.sampler import generate_with_logprobs, sample
 from rftkit.tasks import load_examples
-from rftkit.training_setup import set_threads
+from rftkit.train.process import set_threads
 
 GENERATIONS, MAX_NEW_TOKENS = 8, 32
 

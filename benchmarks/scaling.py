@@ -27,7 +27,7 @@ BASE = {"grpo.num_generations": 8, "train.batch_size": 8, "train.max_completion_
 
 def step_time(overrides: dict, steps: int, workdir: Path) -> dict:
     from rftkit.config import load_config
-    from rftkit.trainer import train
+    from rftkit.train.loop import train
 
     completions = overrides["grpo.num_generations"] * overrides["train.batch_size"]
     settings = {**overrides, "train.steps": steps, "data.train_size": 1000, "data.val_size": 8,
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", default="benchmarks/results/scaling.json")
     args = parser.parse_args()
-    from rftkit.training_setup import set_threads
+    from rftkit.train.process import set_threads
 
     threads = set_threads(None)
     cache: dict[tuple, dict] = {}

@@ -74,9 +74,9 @@ class Turns:
 
 
 def run_rftkit(steps: int, seed: int, workdir: Path, turns: Turns) -> dict:
-    import rftkit.trainer as trainer
+    import rftkit.train.loop as trainer
     from rftkit.config import load_config
-    from rftkit.trainer import train
+    from rftkit.train.loop import train
 
     collect_step, update_policy, validate = trainer.collect_step, trainer.update_policy, trainer.validate
 
@@ -197,7 +197,7 @@ class _TrlTimer:
 def worker(impl: str, steps: int, seed: int, out: Path, turns: Turns) -> None:
     import torch
 
-    from rftkit.training_setup import set_threads
+    from rftkit.train.process import set_threads
 
     set_threads(None)
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,7 +26,7 @@ def _print_before_after(summary: dict, header: str) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rftkit.config import load_config
-    from rftkit.trainer import train
+    from rftkit.train.loop import train
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -45,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rftkit.evaluate import run_eval
+    from rftkit.eval.validate import run_eval
 
     metrics = run_eval(args.config, args.adapter, args.data, args.output, args.overrides)
     print(json.dumps(metrics, indent=2))
@@ -60,7 +60,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 def cmd_sft(args: argparse.Namespace) -> int:
     from rftkit.config import load_config
-    from rftkit.sft import sft
+    from rftkit.train.sft import sft
 
     config = load_config(args.config, args.overrides)
     run_dir = Path(args.output or config.output_dir)
@@ -72,7 +72,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from rftkit.report import build_report
+    from rftkit.logging.report import build_report
 
     print(f"report: {build_report(args.run_dir, args.output, args.samples)}")
     return 0
@@ -88,7 +88,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def cmd_base_build(args: argparse.Namespace) -> int:
     from rftkit.models.embedded import EMBEDDED_DIR
     from rftkit.models.pretrain import PretrainRecipe, build
-    from rftkit.training_setup import set_threads
+    from rftkit.train.process import set_threads
 
     set_threads(None)
     recipe = PretrainRecipe(bf16=not args.float32, **({"steps": args.steps} if args.steps else {}))

@@ -64,7 +64,7 @@ def _held_out_examples(config: RFTConfig, count: int) -> list[Example]:
 
 
 def sampled_completions(config: RFTConfig, count: int) -> tuple[list[Example], list[str]]:
-    from rftkit.evaluate import sample_completions  # the model side; imported only when sampling
+    from rftkit.eval.validate import sample_completions  # the model side; imported only when sampling
 
     prompts = _held_out_examples(config, count)
     groups = sample_completions(config, prompts, config.grpo.num_generations)

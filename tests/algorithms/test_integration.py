@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from rftkit.config import parse_config
-from rftkit.evaluate import load_policy
+from rftkit.eval.validate import load_policy
 from rftkit.models.loading import load_base_model
-from rftkit.objectives import ALGORITHMS
-from rftkit.trainer import setup, train
+from rftkit.algorithms.registry import ALGORITHMS
+from rftkit.train.loop import setup, train
 from tests.conftest import tiny_config_dict
 
 OVERRIDES = {

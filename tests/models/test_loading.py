@@ -9,7 +9,7 @@ from rftkit.config import DataConfig, ModelConfig, parse_config
 from rftkit.models.embedded import EMBEDDED_DIR
 from rftkit.models.loading import ModelLoadError, load_base_model, load_tokenizer
 from rftkit.tasks import load_examples
-from rftkit.trainer import train
+from rftkit.train.loop import train
 from tests.conftest import tiny_config_dict
 
 

@@ -14,7 +14,7 @@ from rftkit.models.loading import attach_lora, encode_prompts, load_base_model, 
 from rftkit.rollout import sampler
 from rftkit.rollout.sampler import generate_with_logprobs, sample
 from rftkit.tasks import load_examples
-from rftkit.update import token_logprobs
+from rftkit.train.update import token_logprobs
 from tests.conftest import randomise_lora
 
 

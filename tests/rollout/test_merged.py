@@ -8,7 +8,7 @@ from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer
 from rftkit.rollout import HFBackend
 from rftkit.rollout.merged import MergedCopy, wants_merged_copy
 from rftkit.tasks import load_examples
-from rftkit.update import token_logprobs
+from rftkit.train.update import token_logprobs
 from tests.conftest import randomise_lora
 
 

@@ -110,7 +110,7 @@ def test_rollout_batch_from_vllm_outputs_matches_the_policy(model, tmp_path):
     mask = batch.completion_mask.bool()
     assert (batch.completion_ids[~mask] == tokenizer.pad_token_id).all() and (batch.old_logprobs[~mask] == 0).all()
     # The log-probs vLLM reported are those of the adapter the policy has now.
-    from rftkit.update import token_logprobs
+    from rftkit.train.update import token_logprobs
     fresh, _ = token_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                               batch.completion_mask, 0.8)
     torch.testing.assert_close(batch.old_logprobs[mask], fresh[mask].detach(), atol=2e-5, rtol=1e-5)
@@ -163,7 +163,7 @@ def test_missing_vllm_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_training_runs_through_the_vllm_backend(tmp_path, monkeypatch):
-    from rftkit.trainer import train
+    from rftkit.train.loop import train
 
     engines = []
     monkeypatch.setattr(vllm_backend, "create_engine", lambda *a, **k: engines.append(FakeLLM()) or engines[-1])

@@ -1,5 +1,5 @@
 """Advantages and losses as pure tensor functions, one module per algorithm family.
 
 grpo.py (GRPO, Dr. GRPO's options, the shared clipped surrogate and aggregations), dapo.py,
-rloo.py, ppo.py. `rftkit.objectives` wires them to the training loop through one registry.
+rloo.py, ppo.py. `rftkit.algorithms.registry` wires them to the training loop through one registry.
 """

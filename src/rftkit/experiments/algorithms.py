@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from rftkit.experiments.common import ArmResult, cell, run_rl_arm, run_tasks, write_json
-from rftkit.objectives import ALGORITHMS
+from rftkit.algorithms.registry import ALGORITHMS
 
 LABELS = {"grpo": "GRPO", "dr_grpo": "Dr. GRPO", "dapo": "DAPO", "rloo": "RLOO", "ppo": "PPO (value head, GAE)"}
 

@@ -56,7 +56,7 @@ def config_for(overrides: dict[str, Any]):
 
 
 def run_rl_arm(arm: str, overrides: dict[str, Any], run_dir: Path) -> ArmResult:
-    from rftkit.trainer import train
+    from rftkit.train.loop import train
 
     config = config_for(overrides)
     started = time.perf_counter()
@@ -70,7 +70,7 @@ def run_rl_arm(arm: str, overrides: dict[str, Any], run_dir: Path) -> ArmResult:
 
 
 def run_sft_arm(arm: str, overrides: dict[str, Any], run_dir: Path) -> ArmResult:
-    from rftkit.sft import sft
+    from rftkit.train.sft import sft
 
     config = config_for(overrides)
     started = time.perf_counter()

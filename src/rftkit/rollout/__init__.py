@@ -62,7 +62,7 @@ class HFBackend:
 
     With `merge_lora` ('auto', 'on', 'off'; see rftkit.rollout.merged) the sampler decodes with a
     plain copy of the model whose weights have the current adapter merged in, refreshed on every call;
-    with `fast_decode`, that copy's decode steps run through rftkit.rollout.fast_decode where supported.
+    with `fast_decode`, that copy's decode steps run through rftkit.models.kernels.fast_decode where supported.
     """
 
     def __init__(self, merge_lora: str = "off", fast_decode: bool = False):

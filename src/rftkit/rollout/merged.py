@@ -16,7 +16,7 @@ import copy
 import torch
 
 from rftkit.models.loading import lora_parts
-from rftkit.rollout.fast_decode import FastDecoder
+from rftkit.models.kernels.fast_decode import FastDecoder
 
 MERGE_AUTO_MAX_PARAMS = 1_000_000_000
 

@@ -7,11 +7,11 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from rftkit.config import DataConfig, LoraConfig, ModelConfig
 from rftkit.models.loading import attach_lora, encode_prompts, load_base_model, load_tokenizer, stop_token_ids
 from rftkit.rollout import HFBackend, sampler
-from rftkit.rollout.fast_decode import FastDecoder
+from rftkit.models.kernels.fast_decode import FastDecoder
 from rftkit.rollout.merged import MergedCopy
 from rftkit.rollout.sampler import _new_cache, cache_kwarg, left_pad, sample
 from rftkit.tasks import load_examples
-from rftkit.update import token_logprobs
+from rftkit.train.update import token_logprobs
 from tests.conftest import randomise_lora
 
 

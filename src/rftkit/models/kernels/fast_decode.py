@@ -11,7 +11,7 @@ additive mask is built once per step for all layers. Rotary cos/sin come from th
 The prefill (`prefill`) is written the same way, and writes each prompt's keys and values straight
 into its G rows of the sampler's cache. Only used on a plain model (the merged copy): a PEFT-wrapped
 model, sliding-window or other architectures fall back to the model's own forward
-(`FastDecoder.supports`). tests/rollout/test_fast_decode.py checks the prefill's and the step's
+(`FastDecoder.supports`). tests/models/test_fast_decode.py checks the prefill's and the step's
 logits and cache against the model's forward, and that sampling gives the same tokens and log-probs
 either way.
 """
@@ -36,7 +36,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 def llama_family(config) -> bool:
     """A Qwen2 or Llama config with full attention in every layer and SiLU MLPs without bias: what the
-    hand-written decode step (here) and training forward (rftkit.fused_forward) compute."""
+    hand-written decode step (here) and training forward (rftkit.models.kernels.fused_forward) compute."""
     if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES or config.hidden_act != "silu":
         return False
     if getattr(config, "use_sliding_window", False) or getattr(config, "mlp_bias", False):

@@ -7,7 +7,7 @@ import pytest
 
 from rftkit.cli import main
 from rftkit.data import DataError
-from rftkit.report import build_report, read_jsonl_tolerant, smooth
+from rftkit.logging.report import build_report, read_jsonl_tolerant, smooth
 
 
 def _run_dir(tmp_path, torn: bool = False):

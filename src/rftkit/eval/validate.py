@@ -94,7 +94,7 @@ def load_policy(config: RFTConfig, adapter: str | Path | None):
 
 def sample_completions(config: RFTConfig, examples: list[Example], num_generations: int) -> list[list[str]]:
     """Completions from the configured model (base, no adapter) for `rft grade` without a samples file."""
-    from rftkit.training_setup import set_threads
+    from rftkit.train.process import set_threads
 
     set_threads(config.train.threads)
     model, tokenizer = load_policy(config, None)
@@ -108,7 +108,7 @@ def sample_completions(config: RFTConfig, examples: list[Example], num_generatio
 def run_eval(config_path: str, adapter: str | None, data: str | None, output: str | None,
              overrides: list[str]) -> dict[str, float]:
     from rftkit.tasks import load_examples
-    from rftkit.training_setup import set_threads
+    from rftkit.train.process import set_threads
 
     config = load_config(config_path, overrides)
     set_threads(config.train.threads)

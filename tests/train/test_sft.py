@@ -9,8 +9,8 @@ from rftkit.cli import main
 from rftkit.config import parse_config
 from rftkit.data import DataError, Example
 from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer
-from rftkit.sft import completion_for, encode_pairs, sft, sft_loss
-from rftkit.trainer import train
+from rftkit.train.sft import completion_for, encode_pairs, sft, sft_loss
+from rftkit.train.loop import train
 from tests.conftest import tiny_config_dict
 
 
@@ -49,7 +49,7 @@ def test_rft_sft_trains_lora_only_and_validates(tmp_path):
     assert [line["step"] for line in lines] == [0, 1, 2, 3]
     assert "val/accuracy" in lines[0] and "val/accuracy" in lines[2] and "val/accuracy" in lines[3]
     assert all(line["loss/sft"] > 0 for line in lines[1:])
-    from rftkit.evaluate import load_policy
+    from rftkit.eval.validate import load_policy
 
     trained, _ = load_policy(config, tmp_path / "run" / "checkpoints" / "step-3")
     base = load_base_model(config.model).state_dict()

@@ -5,7 +5,7 @@
     stats   = update_policy(...)             # x num_iterations
     log(...); validate(...); save(...)
 
-`algorithm:` picks an entry of rftkit.objectives.ALGORITHMS; an `sft_warmup:` block runs SFT on
+`algorithm:` picks an entry of rftkit.algorithms.registry.ALGORITHMS; an `sft_warmup:` block runs SFT on
 the adapter before the first step.
 """
 
@@ -21,21 +21,21 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from rftkit.checkpoint import (TrainerState, capture_rng, latest_checkpoint, load_trainer_state, restore_rng,
+from rftkit.train.checkpoint import (TrainerState, capture_rng, latest_checkpoint, load_trainer_state, restore_rng,
                                save_checkpoint)
 from rftkit.config import RFTConfig, dump_config
 from rftkit.data import Example
-from rftkit.evaluate import evaluate, is_accurate
+from rftkit.eval.validate import evaluate, is_accurate
 from rftkit.graders import WeightedGrader, build_graders
-from rftkit.collect import StepData, collect
-from rftkit.metrics import JsonlSink, overfitting_warning, sample_records
+from rftkit.train.collect import StepData, collect
+from rftkit.logging.sinks import JsonlSink, overfitting_warning, sample_records
 from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer, lora_parameters
-from rftkit.objectives import ALGORITHMS, AlgorithmSpec, Models, new_value_head, next_kl_coef
+from rftkit.algorithms.registry import ALGORITHMS, AlgorithmSpec, Models, new_value_head, next_kl_coef
 from rftkit.rollout import RolloutBackend, build_backend
-from rftkit.sft import new_optimizer, run_sft
+from rftkit.train.sft import new_optimizer, run_sft
 from rftkit.tasks import load_examples
-from rftkit.training_setup import adamw, seed_everything, set_threads
-from rftkit.update import UpdateStats, update_policy
+from rftkit.train.process import adamw, seed_everything, set_threads
+from rftkit.train.update import UpdateStats, update_policy
 
 PPO_STATE = "ppo_state.pt"  # value head + adaptive KL coefficient, beside the adapter in a checkpoint
 

@@ -9,7 +9,7 @@ with their backward written out (a few ops instead of autograd's trail through e
 step), and the last layer computes queries, attention output and MLP only from `queries_from` on:
 its earlier columns (prompt tokens) feed nothing but their own keys and values. The function, its
 value and its gradients are PEFT's; only the order of floating-point operations differs
-(tests/core/test_fused_forward.py checks hidden states, log-probs and LoRA gradients against PEFT's
+(tests/models/test_fused_forward.py checks hidden states, log-probs and LoRA gradients against PEFT's
 forward). On the example's update (~1,300 packed tokens, hidden 128, rank 16) forward and backward
 take ~84 ms against ~93 without those three and ~101 through PEFT.
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from rftkit.models.loading import lora_parts
-from rftkit.rollout.fast_decode import llama_family, rms_norm, rotate_half, stacked_bias
+from rftkit.models.kernels.fast_decode import llama_family, rms_norm, rotate_half, stacked_bias
 from rftkit.rollout.sampler import unwrap_peft
 
 

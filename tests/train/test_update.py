@@ -11,7 +11,7 @@ from rftkit.config import DataConfig, LoraConfig, ModelConfig
 from rftkit.models.loading import attach_lora, encode_prompts, load_base_model, load_tokenizer, stop_token_ids
 from rftkit.rollout.sampler import sample
 from rftkit.tasks import load_examples
-from rftkit.update import prompt_runs, token_logprobs_and_values
+from rftkit.train.update import prompt_runs, token_logprobs_and_values
 from tests.conftest import randomise_lora
 
 

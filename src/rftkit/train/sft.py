@@ -20,8 +20,8 @@ from rftkit.config import RFTConfig, SftConfig, dump_config
 from rftkit.data import DataError, Example
 from rftkit.models.loading import encode_prompts
 from rftkit.rollout.sampler import left_pad
-from rftkit.training_setup import adamw
-from rftkit.update import token_logprobs
+from rftkit.train.process import adamw
+from rftkit.train.update import token_logprobs
 
 
 @dataclass
@@ -88,13 +88,13 @@ def run_sft(policy, tokenizer, examples: list[Example], cfg: SftConfig, config: 
 
 def sft(config: RFTConfig, run_dir: str | Path, progress: bool = True) -> dict:
     """`rft sft`: SFT with validation before, every `sft.eval_every` steps, and at the end; saves the adapter."""
-    from rftkit.checkpoint import TrainerState, save_checkpoint
-    from rftkit.evaluate import evaluate
+    from rftkit.train.checkpoint import TrainerState, save_checkpoint
+    from rftkit.eval.validate import evaluate
     from rftkit.graders import build_graders
-    from rftkit.metrics import JsonlSink
+    from rftkit.logging.sinks import JsonlSink
     from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer, lora_parameters
     from rftkit.tasks import load_examples
-    from rftkit.training_setup import seed_everything, set_threads
+    from rftkit.train.process import seed_everything, set_threads
 
     run_dir = Path(run_dir)
     set_threads(config.train.threads)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from rftkit.checkpoint import TrainerState, latest_checkpoint, load_trainer_state, save_checkpoint
-from rftkit.metrics import JsonlSink, overfitting_warning
+from rftkit.train.checkpoint import TrainerState, latest_checkpoint, load_trainer_state, save_checkpoint
+from rftkit.logging.sinks import JsonlSink, overfitting_warning
 
 
 class FakePolicy:

@@ -14,7 +14,7 @@ import torch
 
 from rftkit.algorithms.grpo import aggregate, clipped_surrogate, kl_k3, masked_mean
 from rftkit.algorithms.ppo import clipped_value_loss
-from rftkit.fused_forward import FusedForward
+from rftkit.models.kernels.fused_forward import FusedForward
 from rftkit.rollout import RolloutBatch
 from rftkit.rollout.sampler import unwrap_peft
 
@@ -32,7 +32,7 @@ class UpdateStats:
 
 @dataclass(frozen=True)
 class PolicyLoss:
-    """How one algorithm turns per-token terms into its loss (built by rftkit.objectives)."""
+    """How one algorithm turns per-token terms into its loss (built by rftkit.algorithms.registry)."""
 
     epsilon: float  # ratio clipped to [1 - epsilon, 1 + (epsilon_high or epsilon)]
     epsilon_high: float | None
@@ -132,7 +132,7 @@ def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_m
     causal = torch.ones((width, width), dtype=torch.bool).tril()
     keys = segment[:, None, :]
     allowed = causal & ((keys == 0) | (keys == segment[:, :, None])) & (keys != -1)  # [U, S, S]
-    if FusedForward.supports(model):  # PEFT's function in fewer, larger matmuls (rftkit.fused_forward)
+    if FusedForward.supports(model):  # PEFT's function in fewer, larger matmuls (rftkit.models.kernels.fused_forward)
         first = max(int(plen.min()) - 1, 0)  # no earlier column predicts a completion token
         hidden = FusedForward.hidden_states(model, ids, allowed[:, None], position, queries_from=first)
         hidden = hidden[group_of_row[:, None], (source - first).clamp(min=0)]

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from rftkit.config import parse_config
-from rftkit.evaluate import load_policy, run_eval
+from rftkit.eval.validate import load_policy, run_eval
 from rftkit.graders import GRADER_TYPES, GraderParams, register
 from rftkit.graders.combine import GraderFailure
 from rftkit.models.loading import load_base_model
-from rftkit.trainer import setup, train
+from rftkit.train.loop import setup, train
 from tests.conftest import tiny_config_dict
 
 

@@ -6,9 +6,9 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from rftkit import update
+from rftkit.train import update
 from rftkit.config import LoraConfig, ModelConfig
-from rftkit.fused_forward import FusedForward
+from rftkit.models.kernels.fused_forward import FusedForward
 from rftkit.models.loading import attach_lora, load_base_model
 from tests.conftest import randomise_lora
 

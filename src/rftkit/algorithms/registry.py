@@ -18,7 +18,7 @@ from rftkit.algorithms.ppo import adaptive_kl_coefficient, gae, kl_shaped_reward
 from rftkit.algorithms.rloo import leave_one_out_advantages
 from rftkit.config import RFTConfig
 from rftkit.rollout import RolloutBatch
-from rftkit.update import PolicyLoss, ValueTargets, reference_logprobs, rollout_values
+from rftkit.train.update import PolicyLoss, ValueTargets, reference_logprobs, rollout_values
 
 
 @dataclass

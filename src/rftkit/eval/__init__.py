@@ -1,0 +1,1 @@
+"""Held-out evaluation: validation during training and `rft eval` (validate.py)."""
