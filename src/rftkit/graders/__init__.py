@@ -21,6 +21,7 @@ _BUILTIN_MODULES = (
     "rftkit.graders.similarity",
     "rftkit.graders.rules",
     "rftkit.graders.instructions",
+    "rftkit.graders.ifeval",
     "rftkit.graders.checklist",
     "rftkit.graders.rank",
     "rftkit.graders.judge",

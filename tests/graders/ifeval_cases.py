@@ -1,0 +1,327 @@
+"""Edge cases per IFEval instruction type, for comparing our verdicts with the reference checkers.
+
+Each case is (instruction id, kwargs, response) and, for a deliberate disagreement, the verdict we
+give instead, (strict, loose), with the reason. Everything else must agree with the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Case:
+    instruction_id: str
+    kwargs: dict[str, Any]
+    response: str
+    ours: tuple[bool, bool] | None = None  # set only where we deliberately disagree
+    why: str = ""
+
+
+def cases(instruction_id: str, rows: list) -> list[Case]:
+    return [Case(instruction_id, *row) for row in rows]
+
+
+EN = ("The quick brown fox jumps over the lazy dog while the farmer watches from the porch and "
+      "drinks his morning coffee.")
+FR = "Le renard brun rapide saute par-dessus le chien paresseux pendant que le fermier regarde depuis le porche."
+DE = "Der schnelle braune Fuchs springt über den faulen Hund, während der Bauer von der Veranda aus zusieht."
+REGEX_KEYWORD = "the reference passes the keyword to re as a pattern"
+
+CASES: list[Case] = [
+    *cases("keywords:existence", [
+        ({"keywords": ["Paris", "France"]}, "Paris is the capital of France."),
+        ({"keywords": ["Paris", "France"]}, "paris is in FRANCE"),
+        ({"keywords": ["Paris", "France"]}, "Paris is lovely."),
+        ({"keywords": ["cat"]}, "This is a category error."),               # substring, as the reference
+        ({"keywords": ["naïve"]}, "A NAÏVE plan."),
+        ({"keywords": ["new york"]}, "New  York"),                          # two spaces: not the keyword
+        ({"keywords": ["coffee", "tea"]}, "*coffee* and tea"),
+        ({"keywords": ["hello"]}, "Sure!\nhe**llo** there"),                # loose removes the asterisks
+        ({"keywords": ["e.g."]}, "Examples, e.g. this one."),
+        ({"keywords": ["C#"]}, "I write C# every day."),
+        ({"keywords": ["C++"]}, "I love C++ a lot."),
+        ({"keywords": ["C++"]}, "I love C a lot.", (False, False), REGEX_KEYWORD + ": C++ is C, possessive"),
+        ({"keywords": ["e.g."]}, "eXgX", (False, False), REGEX_KEYWORD + ": '.' matches any letter"),
+        ({"keywords": ["(note)"]}, "a note here", (False, False), REGEX_KEYWORD + ": the group matches 'note'"),
+    ]),
+    *cases("keywords:frequency", [
+        ({"keyword": "data", "frequency": 3, "relation": "at least"}, "data, data and more data"),
+        ({"keyword": "data", "frequency": 3, "relation": "at least"}, "database data datum"),
+        ({"keyword": "data", "frequency": 2, "relation": "less than"}, "Only one data point."),
+        ({"keyword": "data", "frequency": 2, "relation": "less than"}, "DATA and Data"),
+        ({"keyword": " data ", "frequency": 1, "relation": "at least"}, "metadata"),
+        ({"keyword": "C#", "frequency": 1, "relation": "at least"}, "I code C#."),
+        ({"keyword": "fox", "frequency": 2, "relation": "at least"}, "**fox**\nfox"),
+        ({"keyword": "Mr.", "frequency": 2, "relation": "at least"}, "Mrs Smith and Mrs Jones", (False, False),
+         REGEX_KEYWORD + ": 'Mr.' counts 'Mrs'"),
+        ({"keyword": "C++", "frequency": 1, "relation": "at least"}, "C++ rocks"),
+        ({"keyword": "C++", "frequency": 2, "relation": "at least"}, "C and C++", (False, False),
+         REGEX_KEYWORD + ": C++ counts every C"),
+    ]),
+    *cases("keywords:forbidden_words", [
+        ({"forbidden_words": ["very"]}, "every day"),
+        ({"forbidden_words": ["very"]}, "Very good"),
+        ({"forbidden_words": ["very", "good"]}, "VERY nice"),
+        ({"forbidden_words": ["can't"]}, "I can't go."),
+        ({"forbidden_words": ["bad"]}, "a bad-tempered cat"),
+        ({"forbidden_words": ["run"]}, "running late"),
+        ({"forbidden_words": ["won't"]}, "it wont"),
+        ({"forbidden_words": ["hello world"]}, "Hello   world"),
+        ({"forbidden_words": ["node.js"]}, "I use node.js daily."),
+        ({"forbidden_words": ["C++"]}, "I like C++ and Java."),
+        ({"forbidden_words": ["C++"]}, "I like C and Java.", (True, True),
+         "the reference's \\bC++\\b finds any C"),
+        ({"forbidden_words": ["node.js"]}, "I use nodeXjs.", (True, True), REGEX_KEYWORD + ": '.' matches X"),
+    ]),
+    *cases("keywords:letter_frequency", [
+        ({"letter": "a", "let_frequency": 3, "let_relation": "at least"}, "banana"),
+        ({"letter": "a", "let_frequency": 3, "let_relation": "less than"}, "banana"),
+        ({"letter": "A", "let_frequency": 3, "let_relation": "at least"}, "AAA"),
+        ({"letter": "l", "let_frequency": 3, "let_relation": "at least"}, "Hello WORLD"),
+        ({"letter": "i", "let_frequency": 1, "let_relation": "at least"}, "İstanbul"),
+        ({"letter": "z", "let_frequency": 1, "let_relation": "less than"}, "no such letter here"),
+        ({"letter": "q", "let_frequency": 2, "let_relation": "less than"}, "   "),
+    ]),
+    *cases("language:response_language", [
+        ({"language": "en"}, EN),
+        ({"language": "fr"}, FR),
+        ({"language": "fr"}, EN),
+        ({"language": "de"}, DE),
+        ({"language": "de"}, "12345 67890"),                               # nothing to detect: followed
+        ({"language": "ja"}, "今日はとても良い天気ですね。散歩に行きましょう。"),
+        ({"language": "hi"}, "आज मौसम बहुत अच्छा है और हम पार्क में घूमने जा रहे हैं।"),
+        ({"language": "ru"}, "Сегодня очень хорошая погода, и мы идём гулять в парк."),
+        ({"language": "es"}, "Hola, ¿cómo estás? Estoy muy bien, gracias por preguntar."),
+        ({"language": "en"}, "Voici la réponse:\n" + EN),
+    ]),
+    *cases("length_constraints:number_sentences", [
+        ({"num_sentences": 3, "relation": "at least"}, "One. Two. Three."),
+        ({"num_sentences": 3, "relation": "less than"}, "Dr. Smith went home. He slept."),
+        ({"num_sentences": 3, "relation": "at least"}, "I don't know!! Really."),
+        ({"num_sentences": 2, "relation": "at least"}, "The U.S. policy is odd. It is."),
+        ({"num_sentences": 4, "relation": "less than"}, "e.g. this. I.e. that. And so on."),
+        ({"num_sentences": 2, "relation": "at least"}, "Wait... what?! OK."),
+        ({"num_sentences": 2, "relation": "less than"}, "* first point\n* second point\n* third point"),
+        ({"num_sentences": 3, "relation": "at least"}, "1. First item.\n2. Second item.\n3. Third item."),
+        ({"num_sentences": 2, "relation": "at least"}, 'He said "Stop." Then he left.'),
+        ({"num_sentences": 2, "relation": "less than"}, "It costs $3.50 at 5 p.m. on Jan. 5 in St. Louis."),
+        ({"num_sentences": 1, "relation": "at least"}, "no punctuation at all"),
+    ]),
+    *cases("length_constraints:number_paragraphs", [
+        ({"num_paragraphs": 3}, "A\n***\nB\n***\nC"),
+        ({"num_paragraphs": 3}, "A *** B *** C"),
+        ({"num_paragraphs": 2}, "***\nA\n***\nB\n***"),
+        ({"num_paragraphs": 3}, "A\n***\n\n***\nB"),
+        ({"num_paragraphs": 2}, "A\n****\nB"),
+        ({"num_paragraphs": 2}, "A\n******\nB"),
+        ({"num_paragraphs": 1}, "Just one paragraph\n\nwith blank lines"),
+        ({"num_paragraphs": 2}, "A\n\nB"),
+        ({"num_paragraphs": 3}, "A\n* * *\nB"),
+        ({"num_paragraphs": 2}, "**bold** text\n***\nsecond"),
+        ({"num_paragraphs": 2}, "Sure, here you go:\n***\nA\n***\nB"),
+        ({"num_paragraphs": 2}, "A\n***\nB\n***\n"),
+    ]),
+    *cases("length_constraints:number_words", [
+        ({"num_words": 5, "relation": "at least"}, "one two three four five"),
+        ({"num_words": 3, "relation": "less than"}, "don't stop"),
+        ({"num_words": 2, "relation": "at least"}, "e-mail"),
+        ({"num_words": 2, "relation": "at least"}, "数字 and"),
+        ({"num_words": 2, "relation": "at least"}, "3.14"),
+        ({"num_words": 4, "relation": "less than"}, "*** *** one two three"),
+        ({"num_words": 1, "relation": "at least"}, "   "),
+        ({"num_words": 3, "relation": "at least"}, "Title line\nbody"),
+    ]),
+    *cases("length_constraints:nth_paragraph_first_word", [
+        ({"num_paragraphs": 2, "nth_paragraph": 1, "first_word": "hello"}, "Hello world.\n\nSecond para."),
+        ({"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "second"}, 'First.\n\n"Second," she said.'),
+        ({"num_paragraphs": 3, "nth_paragraph": 1, "first_word": "first"}, "First.\n\nSecond."),
+        ({"num_paragraphs": 2, "nth_paragraph": 1, "first_word": "hello"}, "\n\nHello\n\nWorld"),
+        ({"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "world"}, "Hello\n\n\n\nWorld"),
+        ({"num_paragraphs": 2, "nth_paragraph": 1, "first_word": "hello"}, "*Hello* there\n\nX"),
+        ({"num_paragraphs": 2, "nth_paragraph": 1, "first_word": "summary"}, "Summary: yes\n\nNo"),
+        ({"num_paragraphs": 2, "nth_paragraph": 1, "first_word": "tis"}, "'Tis true.\n\nIt is."),
+        ({"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "b"}, "A\n \nB"),
+        ({"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "ΟΔΟΣ"}, "A\n\nΟΔΟΣ is a road"),
+    ]),
+    *cases("detectable_content:number_placeholders", [
+        ({"num_placeholders": 2}, "Dear [name], at [address]"),
+        ({"num_placeholders": 2}, "[a] [b"),
+        ({"num_placeholders": 1}, "[]"),
+        ({"num_placeholders": 2}, "[[x]]"),
+        ({"num_placeholders": 1}, "[x\ny]"),
+        ({"num_placeholders": 3}, "[a][b][c]"),
+        ({"num_placeholders": 2}, "[" * 50 + "]" + "\n[" * 50),
+        ({"num_placeholders": 1}, "no placeholders"),
+    ]),
+    *cases("detectable_content:postscript", [
+        ({"postscript_marker": "P.S."}, "Thanks.\nP.S. See you."),
+        ({"postscript_marker": "P.S."}, "Thanks.\np.s. lower case"),
+        ({"postscript_marker": "P.S."}, "PS see you"),
+        ({"postscript_marker": "P.S."}, "P. S. spaced out"),
+        ({"postscript_marker": "P.P.S"}, "P.S. one\nP.P.S. two"),
+        ({"postscript_marker": "P.P.S"}, "P.S. only"),
+        ({"postscript_marker": "P.S."}, "The p.s. sits mid-sentence"),
+        ({"postscript_marker": "Note:"}, "Body\nNote: remember"),
+        ({"postscript_marker": "P.S"}, "Body\nPXS not a postscript", (False, False),
+         "a marker other than P.S./P.P.S is a regex to the reference: '.' matches X"),
+    ]),
+    *cases("detectable_format:number_bullet_lists", [
+        ({"num_bullets": 2}, "* a\n* b"),
+        ({"num_bullets": 2}, "- a\n- b"),
+        ({"num_bullets": 2}, "* a\n- b\n**bold** line"),
+        ({"num_bullets": 3}, "* a\n---\n* b"),                              # '---' counts, as the reference
+        ({"num_bullets": 2}, "  * indented\n\t- tab"),
+        ({"num_bullets": 1}, "*\n* b"),
+        ({"num_bullets": 2}, "*\n- b"),
+        ({"num_bullets": 0}, "1. numbered\n2. list"),
+        ({"num_bullets": 1}, "• unicode bullet"),
+        ({"num_bullets": 2}, "* a\n\n\n* b"),
+        ({"num_bullets": 1}, "*a"),
+        ({"num_bullets": 0}, "** not a bullet"),
+        ({"num_bullets": 1}, "-"),
+        ({"num_bullets": 1}, "\n\n\n* a"),
+        ({"num_bullets": 1}, "*"),
+        ({"num_bullets": 2}, "Intro:\n* a\n* b"),
+    ]),
+    *cases("detectable_format:constrained_response", [
+        ({}, "My answer is yes."),
+        ({}, "my answer is yes."),
+        ({}, "My answer is yes"),
+        ({}, "I think... My answer is maybe. Because."),
+        ({}, "**My answer is no.**"),
+        ({}, "<think>My answer is yes.</think>Not sure.", (True, True),
+         "if-verifiable drops everything up to </think>; we grade the text as given"),
+    ]),
+    *cases("detectable_format:number_highlighted_sections", [
+        ({"num_highlights": 2}, "*one* and *two*"),
+        ({"num_highlights": 2}, "**bold** and *it*"),
+        ({"num_highlights": 1}, "* bullet\n* bullet"),
+        ({"num_highlights": 2}, "*a* *b*"),
+        ({"num_highlights": 1}, "***"),
+        ({"num_highlights": 1}, "* *"),
+        ({"num_highlights": 3}, "*a*\n*b*\n**c**"),
+        ({"num_highlights": 1}, "*unclosed\nline*"),
+    ]),
+    *cases("detectable_format:multiple_sections", [
+        ({"section_spliter": "Section", "num_sections": 2}, "Section 1\nIntro\nSection 2\nBody"),
+        ({"section_spliter": "SECTION", "num_sections": 2}, "Section 1\nIntro\nSection 2\nBody"),
+        ({"section_spliter": "Section", "num_sections": 3}, "Section 1 a Section 2 b"),
+        ({"section_spliter": "Section", "num_sections": 2}, "Section1 a\nSection2 b"),
+        ({"section_spliter": "Section", "num_sections": 1}, "Section X"),
+        ({"section_spliter": " PARAGRAPH ", "num_sections": 2}, "PARAGRAPH 1\nx\nPARAGRAPH 2\ny"),
+        ({"section_spliter": "Sec.", "num_sections": 1}, "Sec 1 intro", (False, False),
+         "the reference's splitter is a regex: 'Sec.' matches 'Sec '"),
+    ]),
+    *cases("detectable_format:json_format", [
+        ({}, '{"a": 1}'),
+        ({}, '```json\n{"a": 1}\n```'),
+        ({}, '```JSON\n[1, 2]\n```'),
+        ({}, '```\n{"a": 1}\n```'),
+        ({}, 'Here is the JSON:\n```json\n{"a": 1}\n```'),
+        ({}, '{"a": NaN}'),
+        ({}, '{"a": 1,}'),
+        ({}, "'single quotes'"),
+        ({}, '"just a string"'),
+        ({}, "42"),
+        ({}, '```json {"a": 1} ```'),
+        ({}, '```python\n{"a": 1}\n```'),
+        ({}, '```json```{"a": 1}'),
+        ({}, '{"a": 1}\n```'),
+        ({}, "[" * 100_000 + "]" * 100_000, (False, False), "the reference raises RecursionError"),
+    ]),
+    *cases("detectable_format:title", [
+        ({}, "<<Poem of Joy>>\nText"),
+        ({}, "<< >>"),
+        ({}, "<<a\nb>>"),
+        ({}, "<<<Title>>>"),
+        ({}, "Title: <<My Title>> and more <<x>>"),
+        ({}, "<>"),
+        ({}, "«Title»"),
+        ({}, "<<>>>"),
+        ({}, "<<" * 200 + "x"),
+    ]),
+    *cases("combination:two_responses", [
+        ({}, "A\n******\nB"),
+        ({}, "A\n******\nA"),
+        ({}, "******\nA\n******\nB\n******"),
+        ({}, "A\n******\n\n******\nB"),
+        ({}, "A\n*******\nB"),
+        ({}, "A ****** B ****** C"),
+        ({}, "A\n***\nB"),
+    ]),
+    *cases("combination:repeat_prompt", [
+        ({"prompt_to_repeat": "Write a poem about cats."}, "Write a poem about cats. Here it is."),
+        ({"prompt_to_repeat": "Write a poem about cats."}, "write a POEM about cats. ok"),
+        ({"prompt_to_repeat": "Write a poem about cats."}, "Sure!\nWrite a poem about cats."),
+        ({"prompt_to_repeat": "  Write a poem about cats.  "}, "Write a poem about cats.\nMeow."),
+        ({"prompt_to_repeat": "Write a poem about cats."}, "Write a poem about cats!"),
+    ]),
+    *cases("startend:end_checker", [
+        ({"end_phrase": "Any other questions?"}, "Done. Any other questions?"),
+        ({"end_phrase": "Any other questions?"}, '"Done. Any other questions?"'),
+        ({"end_phrase": "Any other questions?"}, "Done. Any other questions?   \n"),
+        ({"end_phrase": "Any other questions?"}, "Done. Any other questions?."),
+        ({"end_phrase": "Any other questions?"}, "done. any other QUESTIONS?"),
+        ({"end_phrase": "Any other questions?"}, "Done. Any other questions?\n**"),
+        ({"end_phrase": "Any other questions?"}, "Done. **Any other questions?**"),
+    ]),
+    *cases("change_case:capital_word_frequency", [
+        ({"capital_frequency": 3, "capital_relation": "at least"}, "THIS IS BIG news"),
+        ({"capital_frequency": 3, "capital_relation": "at least"}, "I'M HERE"),
+        ({"capital_frequency": 3, "capital_relation": "at least"}, "DON'T STOP"),
+        ({"capital_frequency": 2, "capital_relation": "at least"}, "CANNOT"),
+        ({"capital_frequency": 2, "capital_relation": "less than"}, "AT&T"),
+        ({"capital_frequency": 2, "capital_relation": "less than"}, "U.S.A. rocks"),
+        ({"capital_frequency": 2, "capital_relation": "less than"}, "WELL-KNOWN fact"),
+        ({"capital_frequency": 2, "capital_relation": "at least"}, "A1 B2"),
+        ({"capital_frequency": 1, "capital_relation": "at least"}, "123 456"),
+        ({"capital_frequency": 2, "capital_relation": "at least"}, "ÉCOLE NORMALE"),
+        ({"capital_frequency": 2, "capital_relation": "at least"}, "HELLO,WORLD"),
+        ({"capital_frequency": 5, "capital_relation": "at least"}, "GONNA WANNA GO"),
+        ({"capital_frequency": 2, "capital_relation": "at least"}, "'TIS TRUE"),
+        ({"capital_frequency": 2, "capital_relation": "less than"}, "(HELLO)!!!"),
+        ({"capital_frequency": 2, "capital_relation": "at least"}, "*BOLD* “QUOTED”"),
+        ({"capital_frequency": 2, "capital_relation": "at least"}, "MR. SMITH went home. HE slept."),
+        ({"capital_frequency": 3, "capital_relation": "at least"}, "IT'S A DOG'S LIFE"),
+        ({"capital_frequency": 4, "capital_relation": "less than"}, "THEY'LL SAY \"NO\" -- OK?"),
+    ]),
+    *cases("change_case:english_capital", [
+        ({}, "HELLO THERE, HOW ARE YOU TODAY? I AM FINE, THANK YOU FOR ASKING."),
+        ({}, "Hello there, how are you?"),
+        ({}, "BONJOUR, COMMENT ALLEZ-VOUS AUJOURD'HUI? TRÈS BIEN, MERCI BEAUCOUP MON AMI."),
+        ({}, "123 456"),
+        ({}, "ПРИВЕТ, КАК ДЕЛА У ТЕБЯ СЕГОДНЯ? ВСЁ ХОРОШО."),
+        ({}, "THE ANSWER IS 42 AND THAT IS FINAL."),
+        ({}, "你好，世界"),
+        ({}, "Sure!\nHELLO THERE MY FRIEND, HOW ARE YOU DOING TODAY?"),
+    ]),
+    *cases("change_case:english_lowercase", [
+        ({}, "hello there, how are you today? i am fine, thank you for asking."),
+        ({}, "Hello there"),
+        ({}, "bonjour, comment allez-vous aujourd'hui? très bien, merci beaucoup mon ami."),
+        ({}, "the answer is 42 and that is final."),
+        ({}, "123"),
+        ({}, "привет, как дела у тебя сегодня? всё хорошо."),
+        ({}, "**hello** world, i am here and i am happy to help you today."),
+        ({}, "Sure!\nhello there my friend, how are you doing today?"),
+    ]),
+    *cases("punctuation:no_comma", [
+        ({}, "no commas here"),
+        ({}, "one, two"),
+        ({}, "one，two"),                                                   # full-width: not ',' to IFEval
+        ({}, "1,000"),
+        ({}, "Sure, here:\ntext without commas"),
+    ]),
+    *cases("startend:quotation", [
+        ({}, '"Hello"'),
+        ({}, ' "Hello" \n'),
+        ({}, '"'),
+        ({}, '""'),
+        ({}, "“Hello”"),
+        ({}, '"Hello" said he'),
+        ({}, "'Hello'"),
+        ({}, 'Here:\n"Hello"'),
+    ]),
+]
