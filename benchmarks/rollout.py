@@ -56,7 +56,7 @@ def main() -> None:
              "generate": lambda p, g: generate_with_logprobs(policy, p, GENERATIONS, MAX_NEW_TOKENS, eos, pad)}
     rows = []
     for batch in args.batches:
-        prompts = encode_prompts(tokenizer, train[:max(1, batch // GENERATIONS)], model_config, None)
+        prompts = encode_prompts(tokenizer, train[:max(1, batch // GENERATIONS)], model_config.chat_template, None)
         rates: dict[str, list[float]] = {name: [] for name in paths}
         for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
             for name, run in paths.items():  # interleaved, so drift in machine load hits both alike

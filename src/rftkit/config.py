@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -26,7 +26,13 @@ class ModelConfig(Section):
     name: str = Field("embedded", description="'embedded' (the bundled tiny Countdown model), a hub name such as "
                       "'Qwen/Qwen2.5-0.5B-Instruct' (must already be in the local HF cache: nothing is downloaded "
                       "unless allow_download is true), or a local directory with config.json and a tokenizer.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype of the base model.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="Where the model and every "
+                        "tensor of sampling, update, evaluation and SFT live: 'auto' (CUDA when available, else "
+                        "CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'. Under torchrun, 'auto' and 'cuda' mean each "
+                        "rank's own GPU (cuda:LOCAL_RANK).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype of the base model. 'auto': bfloat16 on a CUDA device that supports it "
+        "(compute capability 8.0+), float32 everywhere else (CPU, MPS, older GPUs).")
     allow_download: bool = Field(False, description="Let transformers fetch the model from the hub if it is not cached.")
     chat_template: bool = Field(True, description="Render prompts through the tokenizer's chat template "
                                 "(false: the raw prompt text is the model input).")
@@ -101,6 +107,14 @@ class TrainConfig(Section):
     max_seconds: float | None = Field(None, gt=0, description="Stop early after this many seconds of training "
                                       "(generate + grade + update; validation not counted), for equal wall-clock "
                                       "budgets across algorithms. null: run all `steps`.")
+    fused_forward: Literal["auto", "on", "off"] = Field(
+        "auto", description="The update's forward through rftkit's fused Qwen2/Llama LoRA kernels: 'auto' where "
+        "the policy is supported, else the model's own forward; 'on': refuse a policy they do not support; "
+        "'off': always the model's own forward (the reference the kernels are tested against).")
+    gradient_checkpointing: bool = Field(False, description="Recompute each decoder layer's activations in the "
+                                         "backward instead of storing them (less memory for larger models, about "
+                                         "a third more update time). Uses transformers' checkpointing, so the "
+                                         "update runs through the model's own forward.")
 
 
 class EvalConfig(Section):
@@ -125,10 +139,16 @@ class RolloutConfig(Section):
                                                      "per-token adapter ops; ~1.6x faster decoding on the embedded "
                                                      "model) at the cost of one more copy of the adapted weights. "
                                                      "'auto': on for models up to 1 B parameters.")
-    fast_decode: bool = Field(True, description="hf only, with the merged copy: run decode steps through rftkit's "
-                              "fused implementation for Qwen2 and Llama models (one matmul for q/k/v and one for "
-                              "gate/up, one RMSNorm op); other architectures use the model's own forward. "
-                              "false: always the model's own forward.")
+    fast_decode: Literal["auto", "on", "off"] = Field(
+        "auto", description="hf only, with the merged copy: run prefill and decode steps through rftkit's fused "
+        "Qwen2/Llama layer (one matmul for q/k/v and one for gate/up, one RMSNorm op). 'auto': where the model is "
+        "supported, else the model's own forward; 'on': refuse an unsupported model; 'off': always the model's "
+        "own forward. true/false are read as auto/off.")
+
+    @field_validator("fast_decode", mode="before")
+    @classmethod
+    def _fast_decode_bool(cls, value: Any) -> Any:
+        return {True: "auto", False: "off"}.get(value, value) if isinstance(value, bool) else value
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vllm only: fraction of GPU memory vLLM may "
                                           "take (the training model shares the GPU).")
     max_model_len: int | None = Field(None, ge=1, description="vllm only: longest prompt + completion in tokens "

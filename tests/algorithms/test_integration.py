@@ -30,7 +30,7 @@ def test_two_steps_change_lora_only(tmp_path, algorithm):
     config = parse_config(tiny_config_dict(tmp_path, algorithm=algorithm, **OVERRIDES[algorithm]))
     base_before = {k: v.clone() for k, v in load_base_model(config.model).state_dict().items()}
     probe = setup(config, tmp_path / "probe", resume=False)
-    lora_before = {n: p.detach().clone() for n, p in probe.policy.named_parameters() if "lora_" in n}
+    lora_before = {n: p.detach().clone() for n, p in probe.learner.policy.named_parameters() if "lora_" in n}
     summary = train(config, tmp_path / "run", progress=False)
     assert summary["steps"] == 2
     trained, _ = load_policy(config, tmp_path / "run" / "checkpoints" / "step-2")

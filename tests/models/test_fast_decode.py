@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from rftkit.types import SamplingSettings
 from rftkit.config import DataConfig, LoraConfig, ModelConfig
 from rftkit.models.loading import attach_lora, encode_prompts, load_base_model, load_tokenizer, stop_token_ids
 from rftkit.rollout import HFBackend, sampler
@@ -11,7 +12,7 @@ from rftkit.models.kernels.fast_decode import FastDecoder
 from rftkit.rollout.merged import MergedCopy
 from rftkit.rollout.sampler import _new_cache, cache_kwarg, left_pad, sample
 from rftkit.tasks import load_examples
-from rftkit.train.update import token_logprobs
+from rftkit.models.forward import token_logprobs
 from tests.conftest import randomise_lora
 
 
@@ -23,7 +24,7 @@ def setup():
     policy = attach_lora(load_base_model(model_config), LoraConfig(r=4, lora_alpha=8))
     randomise_lora(policy, seed=0, scale=0.05, which="lora_")  # a non-zero adapter in the merged weights
     examples, _ = load_examples(DataConfig(train_size=6, val_size=2))
-    prompts = encode_prompts(tokenizer, examples[:3], model_config, None)
+    prompts = encode_prompts(tokenizer, examples[:3], model_config.chat_template, None)
     prompts[1] = prompts[1][5:]  # left padding of different widths
     return policy, tokenizer, model_config, examples, prompts
 
@@ -135,14 +136,13 @@ def test_sampling_through_the_fast_step_draws_the_same(setup, monkeypatch, prune
 
 def test_backend_decoder_follows_adapter_updates(setup):
     policy, tokenizer, model_config, examples, _ = setup
-    backend = HFBackend("on", fast_decode=True)
-    generate = lambda b: b.generate(policy, tokenizer, examples, 3, 16, 1.0, 1.0, torch.Generator().manual_seed(0),
-                                    model_config, None)
+    backend = HFBackend("on", fast_decode="auto")
+    generate = lambda b: b.generate(policy, tokenizer, examples, SamplingSettings(3, 16, 1.0, 1.0), torch.Generator().manual_seed(0))
     generate(backend)
     assert backend.merged.decoder is not None
     randomise_lora(policy, seed=7, scale=0.05, which="lora_")  # an optimizer step changed the adapter
     try:
-        fast, plain = generate(backend), generate(HFBackend("on", fast_decode=False))
+        fast, plain = generate(backend), generate(HFBackend("on", fast_decode="off"))
         assert fast.completions == plain.completions
         torch.testing.assert_close(fast.old_logprobs, plain.old_logprobs, atol=2e-5, rtol=1e-5)
     finally:

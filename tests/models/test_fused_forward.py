@@ -6,7 +6,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from rftkit.train import update
+from rftkit.models import forward as update
 from rftkit.config import LoraConfig, ModelConfig
 from rftkit.models.kernels.fused_forward import FusedForward
 from rftkit.models.loading import attach_lora, load_base_model

@@ -14,7 +14,7 @@ from rftkit.models.loading import attach_lora, encode_prompts, load_base_model, 
 from rftkit.rollout import sampler
 from rftkit.rollout.sampler import generate_with_logprobs, sample
 from rftkit.tasks import load_examples
-from rftkit.train.update import token_logprobs
+from rftkit.models.forward import token_logprobs
 from tests.conftest import randomise_lora
 
 
@@ -26,7 +26,7 @@ def setup():
     policy = attach_lora(load_base_model(model_config), LoraConfig(r=4))
     randomise_lora(policy, seed=0, scale=0.02)  # a non-zero adapter, so the log-probs depend on it
     examples, _ = load_examples(DataConfig(train_size=8, val_size=2))
-    prompts = encode_prompts(tokenizer, examples[:4], model_config, None)
+    prompts = encode_prompts(tokenizer, examples[:4], model_config.chat_template, None)
     prompts[1] = prompts[1][7:]  # different lengths, so rows are left-padded by different amounts
     prompts[3] = prompts[3][3:]
     return policy, tokenizer, prompts

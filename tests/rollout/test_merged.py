@@ -3,12 +3,13 @@
 import pytest
 import torch
 
+from rftkit.types import SamplingSettings
 from rftkit.config import DataConfig, LoraConfig, ModelConfig
 from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer
 from rftkit.rollout import HFBackend
 from rftkit.rollout.merged import MergedCopy, wants_merged_copy
 from rftkit.tasks import load_examples
-from rftkit.train.update import token_logprobs
+from rftkit.models.forward import token_logprobs
 from tests.conftest import randomise_lora
 
 
@@ -50,18 +51,16 @@ def test_merged_sampling_records_the_policys_logprobs(setup):
     policy, tokenizer, model_config, examples = setup
     _randomise_adapter(policy, 2)
     backend = HFBackend("on")
-    batch = backend.generate(policy, tokenizer, examples, 3, 16, 1.0, 1.0, torch.Generator().manual_seed(0),
-                             model_config, None)
+    batch = backend.generate(policy, tokenizer, examples, SamplingSettings(3, 16, 1.0, 1.0), torch.Generator().manual_seed(0))
     assert backend.merged is not None
     fresh, _ = token_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                               batch.completion_mask, 1.0)
     mask = batch.completion_mask[:, :fresh.shape[1]].bool()
     torch.testing.assert_close(batch.old_logprobs[:, :fresh.shape[1]][mask], fresh[mask], atol=1e-4, rtol=1e-4)
-    unmerged = HFBackend("off").generate(policy, tokenizer, examples, 3, 16, 1.0, 1.0,
-                                         torch.Generator().manual_seed(0), model_config, None)
+    unmerged = HFBackend("off").generate(policy, tokenizer, examples, SamplingSettings(3, 16, 1.0, 1.0), torch.Generator().manual_seed(0))
     assert unmerged.completions == batch.completions  # same draws: the two models differ only by rounding
     bare = policy.get_base_model()  # another model through the same backend: decided afresh, nothing to merge
-    backend.generate(bare, tokenizer, examples[:1], 1, 4, 1.0, 1.0, torch.Generator().manual_seed(0), model_config, None)
+    backend.generate(bare, tokenizer, examples[:1], SamplingSettings(1, 4, 1.0, 1.0), torch.Generator().manual_seed(0))
     assert backend.policy is bare and backend.merged is None
 
 
@@ -82,10 +81,10 @@ def test_backend_encodes_each_prompt_once(setup, monkeypatch):
     calls = []
     monkeypatch.setattr(rollout, "encode_prompts", lambda tok, exs, *a: calls.append(len(exs)) or encode_prompts(tok, exs, *a))
     backend = HFBackend("on")
-    first = backend.encode(tokenizer, examples[:3], model_config, None)
-    assert first == encode_prompts(tokenizer, examples[:3], model_config, None) and calls == [3]
-    assert backend.encode(tokenizer, examples[1:4], model_config, None)[:2] == first[1:] and calls == [3, 1]
-    with_system = backend.encode(tokenizer, examples[:1], model_config, "Be brief.")
+    first = backend.encode(tokenizer, examples[:3], model_config.chat_template, None)
+    assert first == encode_prompts(tokenizer, examples[:3], model_config.chat_template, None) and calls == [3]
+    assert backend.encode(tokenizer, examples[1:4], model_config.chat_template, None)[:2] == first[1:] and calls == [3, 1]
+    with_system = backend.encode(tokenizer, examples[:1], model_config.chat_template, "Be brief.")
     assert with_system != first[:1] and calls == [3, 1, 1]  # another system prompt is another prompt
-    backend.encode(load_tokenizer(model_config), examples[:1], model_config, None)  # another tokenizer: afresh
+    backend.encode(load_tokenizer(model_config), examples[:1], model_config.chat_template, None)  # another tokenizer: afresh
     assert calls == [3, 1, 1, 1]

@@ -24,7 +24,7 @@ def test_two_grpo_steps_change_lora_and_leave_base_bit_identical(tmp_path):
     config = parse_config(tiny_config_dict(tmp_path))
     base_before = {k: v.clone() for k, v in load_base_model(config.model).state_dict().items()}
     run = setup(config, tmp_path / "probe", resume=False)
-    lora_before = {n: p.detach().clone() for n, p in run.policy.named_parameters() if "lora_" in n}
+    lora_before = {n: p.detach().clone() for n, p in run.learner.policy.named_parameters() if "lora_" in n}
     summary = train(config, tmp_path / "run", progress=False)
     assert summary["steps"] == 2 and summary["validation_size"] == 8
     assert set(summary["before"]) == {"accuracy", "accuracy_greedy", "mean_reward"} == set(summary["after"])

@@ -11,7 +11,7 @@ from rftkit.config import DataConfig, LoraConfig, ModelConfig
 from rftkit.models.loading import attach_lora, encode_prompts, load_base_model, load_tokenizer, stop_token_ids
 from rftkit.rollout.sampler import sample
 from rftkit.tasks import load_examples
-from rftkit.train.update import prompt_runs, token_logprobs_and_values
+from rftkit.models.forward import prompt_runs, token_logprobs_and_values
 from tests.conftest import randomise_lora
 
 
@@ -33,7 +33,7 @@ def batch():
     policy = attach_lora(load_base_model(model_config), LoraConfig(r=4))
     randomise_lora(policy, seed=0, scale=0.02)  # a non-zero adapter, so the outputs depend on it
     examples, _ = load_examples(DataConfig(train_size=8, val_size=2))
-    prompts = encode_prompts(tokenizer, examples[:3], model_config, None)
+    prompts = encode_prompts(tokenizer, examples[:3], model_config.chat_template, None)
     prompts[1] = prompts[1][5:]  # different lengths: rows are left-padded by different amounts
     out = sample(policy, prompts, 4, 24, stop_token_ids(tokenizer), tokenizer.pad_token_id,
                  generator=torch.Generator().manual_seed(1))

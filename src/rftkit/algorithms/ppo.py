@@ -29,7 +29,7 @@ def kl_shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs
     if ref_logprobs is not None and beta > 0:
         rewards = -beta * (logprobs - ref_logprobs) * mask
     last = (mask.sum(1).long() - 1).clamp(min=0)  # index of each completion's final token
-    rows = torch.arange(len(scores))
+    rows = torch.arange(len(scores), device=scores.device)
     rewards[rows, last] += scores * (mask.sum(1) > 0).to(scores.dtype)
     return rewards
 
@@ -44,7 +44,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     mask = mask.to(values.dtype)
     values = values * mask
     advantages = torch.zeros_like(values)
-    running = torch.zeros(values.shape[0], dtype=values.dtype)
+    running = torch.zeros(values.shape[0], dtype=values.dtype, device=values.device)
     for t in reversed(range(values.shape[1])):
         next_value = values[:, t + 1] if t + 1 < values.shape[1] else torch.zeros_like(running)
         delta = rewards[:, t] + gamma * next_value - values[:, t]

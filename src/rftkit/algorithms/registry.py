@@ -1,13 +1,14 @@
 """Which advantage and loss each `algorithm:` uses: one registry, one entry per algorithm.
 
 The loop calls `targets = ALGORITHMS[name].targets(...)` and `update_policy(..., spec.loss(config))`;
-no `if algorithm ==` chains. Outcome algorithms (grpo, dr_grpo, dapo, rloo) score whole
+no `if algorithm ==` chains. The loss itself is a function registered in `rftkit.algorithms.losses`
+(`register_policy_loss`), which `LossSettings.name` picks. Outcome algorithms (grpo, dr_grpo, dapo, rloo) score whole
 completions; ppo spreads the score over tokens with GAE and a value head on the policy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,16 +18,9 @@ from rftkit.algorithms.grpo import group_relative_advantages, masked_mean
 from rftkit.algorithms.ppo import adaptive_kl_coefficient, gae, kl_shaped_rewards, whiten
 from rftkit.algorithms.rloo import leave_one_out_advantages
 from rftkit.config import RFTConfig
-from rftkit.rollout import RolloutBatch
-from rftkit.train.update import PolicyLoss, ValueTargets, reference_logprobs, rollout_values
-
-
-@dataclass
-class UpdateTargets:
-    advantages: torch.Tensor  # [N] per completion or [N, T] per token (GAE)
-    ref_logprobs: torch.Tensor | None  # [N, T] reference log-probs when a KL term is on
-    value_targets: ValueTargets | None = None  # PPO only
-    metrics: dict[str, float] = field(default_factory=dict)  # algorithm-specific step metrics
+from rftkit.algorithms.losses import LossSettings
+from rftkit.models.forward import reference_logprobs, rollout_values
+from rftkit.types import RolloutBatch, UpdateTargets, ValueTargets
 
 
 @dataclass
@@ -40,8 +34,8 @@ class Models:
 
 def _outcome(advantage_fn: Callable[[torch.Tensor, int, RFTConfig], torch.Tensor]):
     def targets(models: Models, batch: RolloutBatch, rewards: torch.Tensor, config: RFTConfig) -> UpdateTargets:
-        ref = (reference_logprobs(models.policy, batch, config.train.temperature, config.train.micro_batch_size)
-               if config.grpo.beta > 0 else None)
+        ref = (reference_logprobs(models.policy, batch, config.train.temperature, config.train.micro_batch_size,
+                                  config.train.fused_forward) if config.grpo.beta > 0 else None)
         return UpdateTargets(advantage_fn(rewards, batch.group_size, config), ref)
     return targets
 
@@ -50,8 +44,9 @@ def ppo_targets(models: Models, batch: RolloutBatch, rewards: torch.Tensor, conf
     """Tülu 3 RLVR: score on the last token, -beta*KL per token (or in the loss), GAE over tokens."""
     cfg, mask = config.ppo, batch.completion_mask
     temperature, mbs = config.train.temperature, config.train.micro_batch_size
-    ref = reference_logprobs(models.policy, batch, temperature, mbs) if cfg.kl_coef > 0 else None
-    old_values = rollout_values(models.policy, models.value_head, batch, temperature, mbs)
+    fused = config.train.fused_forward
+    ref = reference_logprobs(models.policy, batch, temperature, mbs, fused) if cfg.kl_coef > 0 else None
+    old_values = rollout_values(models.policy, models.value_head, batch, temperature, mbs, fused)
     in_reward = cfg.kl_in == "reward"
     token_rewards = kl_shaped_rewards(rewards, batch.old_logprobs, ref if in_reward else None, mask, models.kl_coef)
     advantages, returns = gae(token_rewards, old_values, mask, cfg.gamma, cfg.lam)
@@ -69,22 +64,26 @@ def next_kl_coef(config: RFTConfig, kl_coef: float, observed_kl: float, num_comp
     return adaptive_kl_coefficient(kl_coef, observed_kl, cfg.target_kl, cfg.kl_horizon, num_completions)
 
 
-def _grpo_loss(c: RFTConfig, kl_coef: float) -> PolicyLoss:
-    return PolicyLoss(c.grpo.epsilon, c.grpo.epsilon_high, c.grpo.beta, c.grpo.loss_aggregation)
+CLIPPED = "clipped_surrogate"  # rftkit.algorithms.losses.clipped_surrogate_loss
 
 
-def _dr_grpo_loss(c: RFTConfig, kl_coef: float) -> PolicyLoss:
-    return PolicyLoss(c.grpo.epsilon, c.grpo.epsilon_high, c.grpo.beta, "constant", c.train.max_completion_length)
+def _grpo_loss(c: RFTConfig, kl_coef: float) -> LossSettings:
+    return LossSettings(CLIPPED, c.grpo.epsilon, c.grpo.epsilon_high, c.grpo.beta, c.grpo.loss_aggregation)
 
 
-def _dapo_loss(c: RFTConfig, kl_coef: float) -> PolicyLoss:
-    return PolicyLoss(c.grpo.epsilon, c.dapo.epsilon_high, c.grpo.beta, "token")
+def _dr_grpo_loss(c: RFTConfig, kl_coef: float) -> LossSettings:
+    return LossSettings(CLIPPED, c.grpo.epsilon, c.grpo.epsilon_high, c.grpo.beta, "constant",
+                        c.train.max_completion_length)
 
 
-def _ppo_loss(c: RFTConfig, kl_coef: float) -> PolicyLoss:
+def _dapo_loss(c: RFTConfig, kl_coef: float) -> LossSettings:
+    return LossSettings(CLIPPED, c.grpo.epsilon, c.dapo.epsilon_high, c.grpo.beta, "token")
+
+
+def _ppo_loss(c: RFTConfig, kl_coef: float) -> LossSettings:
     beta = kl_coef if c.ppo.kl_in == "loss" else 0.0  # the current, possibly adapted, coefficient
-    return PolicyLoss(c.grpo.epsilon, c.grpo.epsilon_high, beta, "token", vf_coef=c.ppo.vf_coef,
-                      value_clip=c.ppo.value_clip)
+    return LossSettings(CLIPPED, c.grpo.epsilon, c.grpo.epsilon_high, beta, "token", vf_coef=c.ppo.vf_coef,
+                        value_clip=c.ppo.value_clip)
 
 
 def dapo_reward_shaping(rewards: torch.Tensor, batch: RolloutBatch, config: RFTConfig) -> torch.Tensor:
@@ -99,7 +98,7 @@ def no_shaping(rewards: torch.Tensor, batch: RolloutBatch, config: RFTConfig) ->
 @dataclass(frozen=True)
 class AlgorithmSpec:
     targets: Callable[[Models, RolloutBatch, torch.Tensor, RFTConfig], UpdateTargets]
-    loss: Callable[[RFTConfig, float], PolicyLoss]  # (config, PPO's current KL coefficient)
+    loss: Callable[[RFTConfig, float], LossSettings]  # (config, PPO's current KL coefficient)
     shape_rewards: Callable[[torch.Tensor, RolloutBatch, RFTConfig], torch.Tensor] = no_shaping
     dynamic_sampling: bool = False  # drop tied groups and refill the batch (DAPO)
     value_head: bool = False

@@ -8,7 +8,7 @@ training reported at that step.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,45 @@ from rftkit.data import Example, load_jsonl, write_jsonl
 from rftkit.graders import WeightedGrader, build_graders
 from rftkit.graders.combine import GradedCompletion, grade_all
 from rftkit.rollout import HFBackend, RolloutBackend, build_backend, generate_rollouts
+from rftkit.train.dist import LOCAL, Collective
+from rftkit.types import SamplingSettings
 
 EVAL_SEED_OFFSET = 1_000_003  # keeps the evaluation stream apart from the training stream
+
+
+@dataclass(frozen=True)
+class AccuracyRule:
+    """When a graded completion counts as correct: `accuracy_grader` >= `accuracy_threshold`, or the
+    combined reward when no grader is named."""
+
+    grader: str | None
+    threshold: float
+
+    @classmethod
+    def of(cls, config: RFTConfig) -> "AccuracyRule":
+        return cls(config.accuracy_grader, config.accuracy_threshold)
+
+    def accurate(self, graded: GradedCompletion) -> bool:
+        if self.grader is not None:
+            return graded.grades[self.grader].score >= self.threshold
+        return graded.reward is not None and graded.reward >= self.threshold
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What validation reads: the `eval:` section, the prompt rendering and the accuracy rule."""
+
+    seed: int  # train.seed: each pass samples from a fresh generator seeded from it
+    batch_size: int
+    sampling: SamplingSettings  # the sampled pass (the greedy pass is the same with greedy=True)
+    accuracy: AccuracyRule
+
+    @classmethod
+    def of(cls, config: RFTConfig) -> "EvalSettings":
+        sampling = SamplingSettings(1, config.eval.max_completion_length or config.train.max_completion_length,
+                                    config.eval.temperature, 1.0, False, config.model.chat_template,
+                                    config.data.system_prompt)
+        return cls(config.train.seed, config.eval.batch_size, sampling, AccuracyRule.of(config))
 
 
 @dataclass
@@ -29,50 +66,61 @@ class EvalResult:
     records: list[dict[str, Any]]  # one per example: prompt, completions, grades
 
 
-def is_accurate(graded: GradedCompletion, config: RFTConfig) -> bool:
-    if config.accuracy_grader is not None:
-        return graded.grades[config.accuracy_grader].score >= config.accuracy_threshold
-    return graded.reward is not None and graded.reward >= config.accuracy_threshold
+def _device(policy) -> torch.device:
+    return next(policy.parameters()).device
 
 
-def _pass(policy, tokenizer, examples: list[Example], graders: list[WeightedGrader], config: RFTConfig,
-          greedy: bool, backend: RolloutBackend) -> tuple[list[str], list[GradedCompletion]]:
-    generator = torch.Generator().manual_seed(config.train.seed + EVAL_SEED_OFFSET)
-    max_tokens = config.eval.max_completion_length or config.train.max_completion_length
+def _pass(policy, tokenizer, examples: list[Example], graders: list[WeightedGrader], settings: EvalSettings,
+          greedy: bool, backend: RolloutBackend, seed_offset: int) -> tuple[list[str], list[GradedCompletion]]:
+    generator = torch.Generator(_device(policy)).manual_seed(settings.seed + EVAL_SEED_OFFSET + seed_offset)
+    sampling = replace(settings.sampling, greedy=greedy)
     completions: list[str] = []
     graded: list[GradedCompletion] = []
-    for start in range(0, len(examples), config.eval.batch_size):
-        chunk = examples[start:start + config.eval.batch_size]
-        batch = backend.generate(policy, tokenizer, chunk, 1, max_tokens, config.eval.temperature, 1.0, generator,
-                                 config.model, config.data.system_prompt, greedy=greedy)
+    for start in range(0, len(examples), settings.batch_size):
+        chunk = examples[start:start + settings.batch_size]
+        batch = backend.generate(policy, tokenizer, chunk, sampling, generator)
         results, _ = grade_all(graders, chunk, batch.completions)
         completions += batch.completions
         graded += results
     return completions, graded
 
 
-def evaluate(policy, tokenizer, examples: list[Example], graders: list[WeightedGrader], config: RFTConfig,
-             backend: RolloutBackend | None = None) -> EvalResult:
+def evaluate(policy, tokenizer, examples: list[Example], graders: list[WeightedGrader], settings: EvalSettings,
+             backend: RolloutBackend | None = None, collective: Collective = LOCAL) -> EvalResult:
     """Sampled and greedy passes through `backend` (training's own, so validation samples the way
-    training does: vLLM, or the merged copy); by default the built-in sampler per `rollout.merge_lora`."""
-    backend = backend or HFBackend(config.rollout.merge_lora, config.rollout.fast_decode)
-    sampled, sampled_grades = _pass(policy, tokenizer, examples, graders, config, False, backend)
-    greedy, greedy_grades = _pass(policy, tokenizer, examples, graders, config, True, backend)
-    n = max(len(examples), 1)
+    training does: vLLM, or the merged copy); by default the built-in sampler with its defaults.
+
+    Under torchrun each rank evaluates its contiguous share of `examples` (its own sampling stream,
+    seeded by rank) and the counts are summed, so every rank returns the metrics of the whole set;
+    `records` holds this rank's examples only."""
+    backend = backend or HFBackend()
+    share = _shard_evenly(examples, collective)
+    sampled, sampled_grades = _pass(policy, tokenizer, share, graders, settings, False, backend, collective.rank)
+    greedy, greedy_grades = _pass(policy, tokenizer, share, graders, settings, True, backend, collective.rank)
+    rule = settings.accuracy
     rewards = [g.reward for g in sampled_grades if g.reward is not None]
-    metrics = {
-        "accuracy": sum(is_accurate(g, config) for g in sampled_grades) / n,
-        "accuracy_greedy": sum(is_accurate(g, config) for g in greedy_grades) / n,
-        "mean_reward": sum(rewards) / len(rewards) if rewards else 0.0,
-    }
+    counts = torch.tensor([len(share), sum(rule.accurate(g) for g in sampled_grades),
+                           sum(rule.accurate(g) for g in greedy_grades), len(rewards), sum(rewards)],
+                          dtype=torch.float64)
+    # Python sums converted to float64 are exact, so one process gets exactly sum / len as before.
+    total, accurate, accurate_greedy, rewarded, reward_sum = collective.sum(counts).tolist()
+    metrics = {"accuracy": accurate / max(total, 1.0), "accuracy_greedy": accurate_greedy / max(total, 1.0),
+               "mean_reward": reward_sum / rewarded if rewarded else 0.0}
     records = [{"id": example.id, "prompt": example.prompt_text(),
-                "sampled": _graded_record(s, sg, config), "greedy": _graded_record(gr, gg, config)}
-               for example, s, sg, gr, gg in zip(examples, sampled, sampled_grades, greedy, greedy_grades)]
+                "sampled": _graded_record(s, sg, rule), "greedy": _graded_record(gr, gg, rule)}
+               for example, s, sg, gr, gg in zip(share, sampled, sampled_grades, greedy, greedy_grades)]
     return EvalResult(metrics, records)
 
 
-def _graded_record(completion: str, graded: GradedCompletion, config: RFTConfig) -> dict[str, Any]:
-    return {"completion": completion, "reward": graded.reward, "accurate": is_accurate(graded, config),
+def _shard_evenly(examples: list[Example], collective: Collective) -> list[Example]:
+    """Rank r's contiguous share; shares differ by at most one example when the count does not divide."""
+    size, extra = divmod(len(examples), collective.world_size)
+    start = collective.rank * size + min(collective.rank, extra)
+    return examples[start:start + size + (collective.rank < extra)]
+
+
+def _graded_record(completion: str, graded: GradedCompletion, rule: AccuracyRule) -> dict[str, Any]:
+    return {"completion": completion, "reward": graded.reward, "accurate": rule.accurate(graded),
             "grades": {name: {"score": g.score, "reason": g.reason} for name, g in graded.grades.items()}}
 
 
@@ -98,10 +146,10 @@ def sample_completions(config: RFTConfig, examples: list[Example], num_generatio
 
     set_threads(config.train.threads)
     model, tokenizer = load_policy(config, None)
-    generator = torch.Generator().manual_seed(config.train.seed)
-    batch = generate_rollouts(model, tokenizer, examples, num_generations, config.train.max_completion_length,
-                              config.train.temperature, config.train.top_p, generator, config.model,
-                              config.data.system_prompt)
+    generator = torch.Generator(_device(model)).manual_seed(config.train.seed)
+    settings = SamplingSettings(num_generations, config.train.max_completion_length, config.train.temperature,
+                                config.train.top_p, False, config.model.chat_template, config.data.system_prompt)
+    batch = generate_rollouts(model, tokenizer, examples, settings, generator)
     return [batch.completions[i * num_generations:(i + 1) * num_generations] for i in range(len(examples))]
 
 
@@ -116,7 +164,8 @@ def run_eval(config_path: str, adapter: str | None, data: str | None, output: st
     policy, tokenizer = load_policy(config, adapter)
     with tempfile.TemporaryDirectory(prefix="rftkit-eval-") as scratch:  # vLLM loads the adapter from a directory
         backend = build_backend(config, Path(scratch))
-        result = evaluate(policy, tokenizer, examples, build_graders(config.graders), config, backend)
+        result = evaluate(policy, tokenizer, examples, build_graders(config.graders), EvalSettings.of(config),
+                          backend)
     if output:
         write_jsonl(output, result.records)
     return result.metrics | {"examples": len(examples)}

@@ -23,6 +23,13 @@ class JsonlSink:
             handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
 
+class NullSink:
+    """The sink of a torchrun rank other than 0: only rank 0 writes the run directory."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        return None
+
+
 def sample_records(step: int, completions: list[str], graded: list[GradedCompletion], examples, limit: int,
                    group_size: int) -> list[dict[str, Any]]:
     """The first completion of each of the first `limit` prompt groups, with grades and reasons."""

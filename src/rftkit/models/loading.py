@@ -20,6 +20,36 @@ class ModelLoadError(RuntimeError):
     pass
 
 
+def resolve_device(setting: str, local_rank: int | None = None) -> torch.device:
+    """`model.device` as a torch.device: 'auto' is CUDA when available, else CPU. Under torchrun
+    (`local_rank` given) 'auto' and 'cuda' pick the rank's own GPU."""
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"model.device {setting!r}: this torch build sees no CUDA device "
+                                 f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}); "
+                                 "use model.device: cpu, or install a CUDA build of torch on a GPU host")
+        if setting == "cuda" and local_rank is not None:
+            setting = f"cuda:{local_rank}"
+        device = torch.device(setting)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"model.device {setting!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return device
+    if setting == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("model.device 'mps': the MPS backend is not available on this machine")
+    return torch.device(setting)
+
+
+def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """`model.dtype`: 'auto' is bfloat16 on CUDA devices that support it, float32 elsewhere."""
+    if setting != "auto":
+        return _DTYPES[setting]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    return torch.float32
+
+
 def resolve_model_path(name: str) -> str:
     if name == "embedded":
         if not (EMBEDDED_DIR / "config.json").is_file():
@@ -50,15 +80,18 @@ def _not_found_message(config: ModelConfig, exc: Exception) -> str:
     return f"model.name {config.name!r}: could not load ({hint}). Cause: {exc}"
 
 
-def load_base_model(config: ModelConfig):
+def load_base_model(config: ModelConfig, device: torch.device | None = None):
+    """The frozen base model on `device` (default: `model.device` resolved), in `model.dtype`."""
     from transformers import AutoModelForCausalLM
 
+    device = device if device is not None else resolve_device(config.device)
     path = resolve_model_path(config.name)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[config.dtype],
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(config.dtype, device),
                                                      local_files_only=not config.allow_download)
     except (OSError, ValueError) as exc:  # ValueError: a directory without a usable config.json
         raise ModelLoadError(_not_found_message(config, exc)) from None
+    model.to(device)
     model.eval()  # no dropout anywhere: sampling-time and training-time log-probs must agree
     for param in model.parameters():
         param.requires_grad_(False)
@@ -87,11 +120,12 @@ def lora_parameters(policy) -> list[torch.nn.Parameter]:
     return params
 
 
-def encode_prompts(tokenizer, examples, model_config: ModelConfig, system_prompt: str | None) -> list[list[int]]:
-    """Token ids of each example's prompt, rendered through the chat template when configured."""
+def encode_prompts(tokenizer, examples, chat_template: bool, system_prompt: str | None) -> list[list[int]]:
+    """Token ids of each example's prompt, rendered through the tokenizer's chat template when
+    `chat_template` (`model.chat_template`) is on and the tokenizer has one."""
     encoded = []
     for example in examples:
-        if model_config.chat_template and tokenizer.chat_template:
+        if chat_template and tokenizer.chat_template:
             ids = tokenizer.apply_chat_template(example.chat(system_prompt), tokenize=True, add_generation_prompt=True,
                                                 return_dict=False)
         else:

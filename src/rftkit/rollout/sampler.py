@@ -132,7 +132,7 @@ def _pick_tokens(logits: torch.Tensor, temperature: float, top_p: float, greedy:
         top = scaled.max(dim=-1, keepdim=True).values
         cumulative = (scaled - top).exp_().cumsum_(dim=-1)  # [R, V]
         total = cumulative[:, -1:]
-        draw = torch.rand(total.shape, generator=generator, dtype=total.dtype).mul_(total)
+        draw = torch.rand(total.shape, generator=generator, dtype=total.dtype, device=total.device).mul_(total)
         tokens = torch.searchsorted(cumulative, draw, right=True).squeeze(-1).clamp_(max=scaled.shape[-1] - 1)
         return tokens, (scaled.gather(-1, tokens[:, None]) - top - total.log()).squeeze(-1)
     chosen = scaled.gather(-1, tokens[:, None]).squeeze(-1)
@@ -157,7 +157,9 @@ def sample(model, prompts: list[list[int]], num_generations: int, max_new_tokens
 @torch.inference_mode()
 def _sample(model, prompts, num_generations, max_new_tokens, eos_ids, pad_id, temperature, top_p, greedy,
             generator, decoder) -> SampleOutput:
+    device = next(unwrap_peft(model).parameters()).device  # every tensor of the rollout lives with the model
     prompt_ids, prompt_mask = left_pad(prompts, pad_id)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     width = prompt_ids.shape[1]
     cache, cache_key = _new_cache(model, width + max_new_tokens), cache_kwarg(model)
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
@@ -175,15 +177,15 @@ def _sample(model, prompts, num_generations, max_new_tokens, eos_ids, pad_id, te
         prompt_ids = prompt_ids.repeat_interleave(num_generations, dim=0)
         prompt_mask = prompt_mask.repeat_interleave(num_generations, dim=0)
     n = prompt_ids.shape[0]
-    completion_ids = torch.full((n, max_new_tokens), pad_id, dtype=torch.long)
-    completion_mask = torch.zeros((n, max_new_tokens), dtype=torch.long)
-    logprobs = torch.zeros((n, max_new_tokens), dtype=torch.float32)
-    rows = torch.arange(n)  # original row index of each row in the (possibly pruned) batch
-    running = torch.ones(n, dtype=torch.bool)  # [rows] not finished yet
-    attention = torch.zeros((n, width + max_new_tokens), dtype=torch.bool)  # [rows, P + T]
+    completion_ids = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    completion_mask = torch.zeros((n, max_new_tokens), dtype=torch.long, device=device)
+    logprobs = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device)
+    rows = torch.arange(n, device=device)  # original row index of each row in the (possibly pruned) batch
+    running = torch.ones(n, dtype=torch.bool, device=device)  # [rows] not finished yet
+    attention = torch.zeros((n, width + max_new_tokens), dtype=torch.bool, device=device)  # [rows, P + T]
     attention[:, :width] = prompt_mask.bool()
     next_position = prompt_mask.sum(-1)  # [rows]
-    eos = torch.tensor(sorted(eos_ids), dtype=torch.long)
+    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
     for step in range(max_new_tokens):
         tokens, token_logprobs = _pick_tokens(last_logits, temperature, top_p, greedy, generator)
         live = rows[running]

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from rftkit.models.loading import encode_prompts, stop_token_ids
+from rftkit.types import RolloutBatch, SamplingSettings
 
 INSTALL_HINT = ("rollout.backend: vllm needs vLLM, which is not installed. Install it on a GPU host with "
                 "`pip install rftkit[vllm]` (or `pip install -e .[vllm]`), or set rollout.backend: hf.")
@@ -46,7 +47,7 @@ def create_engine(model_path: str, dtype: str, lora_rank: int, gpu_memory_utiliz
 
 
 class VllmBackend:
-    """`generate(...)` as `rftkit.rollout.generate_rollouts`, through a vLLM engine.
+    """`generate(...)` as the built-in `HFBackend.generate`, through a vLLM engine.
 
     `engine`, `sampling_params` and `lora_request` default to vLLM's `LLM`, `SamplingParams`
     and `LoRARequest`; tests pass fakes that follow the same API.
@@ -69,16 +70,15 @@ class VllmBackend:
         shutil.rmtree(previous, ignore_errors=True)  # vLLM has already loaded (or evicted) the old one
         return self.lora_request(f"policy-v{self.version}", self.version, str(path))
 
-    def generate(self, policy, tokenizer, examples, num_generations: int, max_new_tokens: int, temperature: float,
-                 top_p: float, generator: torch.Generator, model_config, system_prompt: str | None,
-                 greedy: bool = False):
-        from rftkit.rollout import RolloutBatch
+    def generate(self, policy, tokenizer, examples, settings: SamplingSettings, generator: torch.Generator,
+                 policy_version: int = 0) -> RolloutBatch:
         from rftkit.rollout.sampler import left_pad
 
-        prompts = encode_prompts(tokenizer, examples, model_config, system_prompt)
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))  # vLLM's per-request seed
-        params = self.sampling_params(n=num_generations, temperature=0.0 if greedy else temperature, top_p=top_p,
-                                      max_tokens=max_new_tokens, logprobs=0, seed=seed,
+        num_generations = settings.num_generations
+        prompts = encode_prompts(tokenizer, examples, settings.chat_template, settings.system_prompt)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))  # vLLM's per-request seed
+        params = self.sampling_params(n=num_generations, temperature=0.0 if settings.greedy else settings.temperature,
+                                      top_p=settings.top_p, max_tokens=settings.max_new_tokens, logprobs=0, seed=seed,
                                       stop_token_ids=sorted(stop_token_ids(tokenizer)))
         adapter = self.save_adapter(policy) if hasattr(policy, "get_base_model") else None  # rft eval of the base model
         outputs = self.engine.generate([{"prompt_token_ids": ids} for ids in prompts], params,
@@ -102,6 +102,7 @@ class VllmBackend:
         prompt_ids, prompt_mask = left_pad(prompts, pad)
         completions = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         repeated = [example for example in examples for _ in range(num_generations)]
-        return RolloutBatch(repeated, completions, prompt_ids.repeat_interleave(num_generations, 0),
-                            prompt_mask.repeat_interleave(num_generations, 0), completion_ids, completion_mask,
-                            logprobs, num_generations)
+        batch = RolloutBatch(repeated, completions, prompt_ids.repeat_interleave(num_generations, 0),
+                             prompt_mask.repeat_interleave(num_generations, 0), completion_ids, completion_mask,
+                             logprobs, num_generations, policy_version)
+        return batch.to(next(policy.parameters()).device)  # the learner's device, wherever vLLM ran

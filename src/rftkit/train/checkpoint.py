@@ -36,6 +36,11 @@ class TrainerState:
     torch_rng: Any = None
     python_rng: Any = None
     numpy_rng: Any = None
+    rank_rngs: list[dict[str, Any]] | None = None  # under torchrun: every rank's RNG states, by rank
+
+    def rng_states(self) -> dict[str, Any]:
+        return {"sampling_rng": self.sampling_rng, "torch_rng": self.torch_rng, "python_rng": self.python_rng,
+                "numpy_rng": self.numpy_rng}
 
 
 def capture_rng(state: TrainerState, generator: torch.Generator) -> None:
@@ -45,11 +50,15 @@ def capture_rng(state: TrainerState, generator: torch.Generator) -> None:
     state.numpy_rng = np.random.get_state()
 
 
-def restore_rng(state: TrainerState, generator: torch.Generator) -> None:
-    generator.set_state(state.sampling_rng)
-    torch.set_rng_state(state.torch_rng)
-    random.setstate(state.python_rng)
-    np.random.set_state(state.numpy_rng)
+def restore_rng(state: TrainerState, generator: torch.Generator, rank: int = 0) -> None:
+    """Restore this rank's streams (a checkpoint written under torchrun holds one set per rank)."""
+    if state.rank_rngs and len(state.rank_rngs) <= rank:
+        raise ValueError(f"the checkpoint was written by {len(state.rank_rngs)} ranks; resume with that many")
+    saved = state.rank_rngs[rank] if state.rank_rngs else state.rng_states()
+    generator.set_state(saved["sampling_rng"].cpu())
+    torch.set_rng_state(saved["torch_rng"])
+    random.setstate(saved["python_rng"])
+    np.random.set_state(saved["numpy_rng"])
 
 
 def save_checkpoint(run_dir: Path, policy, optimizer, state: TrainerState) -> Path:

@@ -17,7 +17,7 @@ import torch
 
 from rftkit.algorithms.dapo import informative_groups
 from rftkit.graders.combine import GradedCompletion, GradingStats, check_health, grade_all
-from rftkit.rollout import RolloutBatch
+from rftkit.types import RolloutBatch
 
 
 @dataclass
@@ -31,11 +31,12 @@ class StepData:
     times: dict[str, float]
 
 
-def rewards_and_weights(graded: list[GradedCompletion]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards [N] and sample weights [N]: completions with no grader signal get weight 0."""
-    rewards = torch.tensor([g.reward if g.reward is not None else float("nan") for g in graded])
+def rewards_and_weights(graded: list[GradedCompletion], device: torch.device | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards [N] and sample weights [N] on `device`: completions with no grader signal get weight 0."""
+    rewards = torch.tensor([g.reward if g.reward is not None else float("nan") for g in graded], device=device)
     weights = (~rewards.isnan()).float()
-    fill = rewards[weights > 0].mean() if weights.any() else torch.tensor(0.0)
+    fill = rewards[weights > 0].mean() if weights.any() else torch.tensor(0.0, device=device)
     return torch.where(weights > 0, rewards, fill), weights
 
 
@@ -53,14 +54,8 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
     return RolloutBatch([e for b in batches for e in b.examples], [c for b in batches for c in b.completions],
                         prompt_ids, prompt_mask, _pad_cat([b.completion_ids for b in batches], left=False),
                         _pad_cat([b.completion_mask for b in batches], left=False),
-                        _pad_cat([b.old_logprobs for b in batches], left=False), batches[0].group_size)
-
-
-def select_rows(batch: RolloutBatch, rows: torch.Tensor) -> RolloutBatch:
-    index = rows.tolist()
-    return RolloutBatch([batch.examples[i] for i in index], [batch.completions[i] for i in index],
-                        batch.prompt_ids[rows], batch.prompt_mask[rows], batch.completion_ids[rows],
-                        batch.completion_mask[rows], batch.old_logprobs[rows], batch.group_size)
+                        _pad_cat([b.old_logprobs for b in batches], left=False), batches[0].group_size,
+                        min(b.policy_version for b in batches))
 
 
 def _merge_stats(all_stats: list[GradingStats]) -> GradingStats:
@@ -88,7 +83,7 @@ def collect(sample: Callable[[list], RolloutBatch], next_prompts: Callable[[], l
         check_health(stats, len(graded))
         times["generate"] += t1 - t0
         times["grade"] += time.perf_counter() - t1
-        rewards, weights = rewards_and_weights(graded)
+        rewards, weights = rewards_and_weights(graded, batch.device)
         rewards = shape_rewards(rewards, batch)
         sampled_groups += len(prompts)
         batches.append(batch), graded_all.append(graded), stats_all.append(stats)
@@ -104,8 +99,8 @@ def collect(sample: Callable[[list], RolloutBatch], next_prompts: Callable[[], l
     if dynamic_rounds > 0:
         keep = informative_groups(rewards, batch.group_size).nonzero().squeeze(-1)[:wanted]
         if len(keep) == 0:  # nothing informative at all: train on the first batch (zero advantages)
-            keep = torch.arange(wanted)
-        rows = (keep[:, None] * batch.group_size + torch.arange(batch.group_size)).reshape(-1)
-        batch, graded = select_rows(batch, rows), [graded[i] for i in rows.tolist()]
+            keep = torch.arange(wanted, device=rewards.device)
+        rows = (keep[:, None] * batch.group_size + torch.arange(batch.group_size, device=rewards.device)).reshape(-1)
+        batch, graded = batch.rows(rows), [graded[i] for i in rows.tolist()]
         rewards, weights = rewards[rows], weights[rows]
     return StepData(batch, graded, _merge_stats(stats_all), rewards, weights, sampled_groups, dict(times))

@@ -16,12 +16,15 @@ def set_threads(threads: int | None) -> int:
     return count
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch; return the generator rollouts sample from."""
+def seed_everything(seed: int, device: torch.device | str = "cpu", sampling_offset: int = 0) -> torch.Generator:
+    """Seed python, numpy and torch; return the generator rollouts sample from, on `device` (a CUDA
+    sampler needs a CUDA generator). `sampling_offset` separates the sampling streams of torchrun ranks
+    (rank 0: 0, the single-process stream); everything else is seeded alike on every rank, so that
+    every rank starts from the same LoRA initialisation."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator(device).manual_seed(seed + sampling_offset)
 
 
 def adamw(params, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:

@@ -21,7 +21,8 @@ from rftkit.data import DataError, Example
 from rftkit.models.loading import encode_prompts
 from rftkit.rollout.sampler import left_pad
 from rftkit.train.process import adamw
-from rftkit.train.update import token_logprobs
+from rftkit.models.forward import token_logprobs
+from rftkit.train.update import training_mode
 
 
 @dataclass
@@ -39,8 +40,9 @@ def completion_for(example: Example, cfg: SftConfig) -> str:
     return cfg.completion_format.format(completion=example.fields[cfg.completion_field])
 
 
-def encode_pairs(tokenizer, examples: list[Example], completions: list[str], config: RFTConfig) -> SftBatch:
-    prompt_ids, prompt_mask = left_pad(encode_prompts(tokenizer, examples, config.model, config.data.system_prompt),
+def encode_pairs(tokenizer, examples: list[Example], completions: list[str], chat_template: bool,
+                 system_prompt: str | None, device: torch.device | str = "cpu") -> SftBatch:
+    prompt_ids, prompt_mask = left_pad(encode_prompts(tokenizer, examples, chat_template, system_prompt),
                                        tokenizer.pad_token_id)
     targets = [tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id] for text in completions]
     width = max(len(t) for t in targets)
@@ -49,13 +51,14 @@ def encode_pairs(tokenizer, examples: list[Example], completions: list[str], con
     for row, ids in enumerate(targets):
         completion_ids[row, :len(ids)] = torch.tensor(ids)
         completion_mask[row, :len(ids)] = 1
-    return SftBatch(prompt_ids, prompt_mask, completion_ids, completion_mask)
+    return SftBatch(prompt_ids.to(device), prompt_mask.to(device), completion_ids.to(device),
+                    completion_mask.to(device))
 
 
-def sft_loss(policy, batch: SftBatch) -> torch.Tensor:
+def sft_loss(policy, batch: SftBatch, fused_forward: str = "auto") -> torch.Tensor:
     """Mean NLL over completion tokens (token-level mean over the batch)."""
     logp, _ = token_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
-                             batch.completion_mask, temperature=1.0)
+                             batch.completion_mask, temperature=1.0, fused_forward=fused_forward)
     mask = batch.completion_mask[:, :logp.shape[1]].float()
     return -(logp * mask).sum() / mask.sum().clamp(min=1.0)
 
@@ -68,15 +71,18 @@ def run_sft(policy, tokenizer, examples: list[Example], cfg: SftConfig, config: 
             optimizer: torch.optim.Optimizer, on_step=None) -> dict:
     """Train the LoRA adapter of `policy` in place; `on_step(step, loss, final)` may validate/log."""
     completions = [completion_for(e, cfg) for e in examples]
+    device = next(policy.parameters()).device
     generator = torch.Generator().manual_seed(config.train.seed + 17)  # apart from the rollout stream
     spent, step, loss = 0.0, 0, float("nan")
     while step < cfg.steps and (cfg.max_seconds is None or spent < cfg.max_seconds):
         started = time.perf_counter()
         pick = torch.randint(0, len(examples), (cfg.batch_size,), generator=generator).tolist()
-        batch = encode_pairs(tokenizer, [examples[i] for i in pick], [completions[i] for i in pick], config)
+        batch = encode_pairs(tokenizer, [examples[i] for i in pick], [completions[i] for i in pick],
+                             config.model.chat_template, config.data.system_prompt, device)
         optimizer.zero_grad(set_to_none=True)
-        value = sft_loss(policy, batch)
-        value.backward()
+        with training_mode(policy, config.train.gradient_checkpointing):
+            value = sft_loss(policy, batch, "off" if config.train.gradient_checkpointing else config.train.fused_forward)
+            value.backward()
         torch.nn.utils.clip_grad_norm_(params, config.train.max_grad_norm)
         optimizer.step()
         step, loss = step + 1, value.item()
@@ -89,32 +95,35 @@ def run_sft(policy, tokenizer, examples: list[Example], cfg: SftConfig, config: 
 def sft(config: RFTConfig, run_dir: str | Path, progress: bool = True) -> dict:
     """`rft sft`: SFT with validation before, every `sft.eval_every` steps, and at the end; saves the adapter."""
     from rftkit.train.checkpoint import TrainerState, save_checkpoint
-    from rftkit.eval.validate import evaluate
+    from rftkit.eval.validate import EvalSettings, evaluate
+    from rftkit.rollout import build_backend
     from rftkit.graders import build_graders
     from rftkit.logging.sinks import JsonlSink
-    from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer, lora_parameters
+    from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer, lora_parameters, resolve_device
     from rftkit.tasks import load_examples
     from rftkit.train.process import seed_everything, set_threads
 
     run_dir = Path(run_dir)
     set_threads(config.train.threads)
-    seed_everything(config.train.seed)
+    device = resolve_device(config.model.device)
+    seed_everything(config.train.seed, device)
     train_examples, val_examples = load_examples(config.data)
     tokenizer = load_tokenizer(config.model)
     graders = build_graders(config.graders)
-    policy = attach_lora(load_base_model(config.model), config.lora)
+    policy = attach_lora(load_base_model(config.model, device), config.lora)
     params = lora_parameters(policy)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
     metrics = JsonlSink(run_dir / "metrics.jsonl", truncate_after_step=-1)
-    before = evaluate(policy, tokenizer, val_examples, graders, config).metrics
+    backend, settings = build_backend(config, run_dir), EvalSettings.of(config)
+    before = evaluate(policy, tokenizer, val_examples, graders, settings, backend).metrics
     metrics.write({"step": 0} | {f"val/{k}": v for k, v in before.items()})
     last = dict(before)
 
     def on_step(step: int, loss: float, final: bool) -> None:
         record = {"step": step, "loss/sft": loss}
         if final or step % config.sft.eval_every == 0:
-            last.update(evaluate(policy, tokenizer, val_examples, graders, config).metrics)
+            last.update(evaluate(policy, tokenizer, val_examples, graders, settings, backend).metrics)
             record.update({f"val/{k}": v for k, v in last.items()})
         metrics.write(record)
         if progress and (final or step % 25 == 0):

@@ -8,15 +8,16 @@ the policy's last hidden state; its clipped loss joins the same backward pass.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-from rftkit.algorithms.grpo import aggregate, clipped_surrogate, kl_k3, masked_mean
-from rftkit.algorithms.ppo import clipped_value_loss
-from rftkit.models.kernels.fused_forward import FusedForward
-from rftkit.rollout import RolloutBatch
-from rftkit.rollout.sampler import unwrap_peft
+from rftkit.algorithms.grpo import aggregate, masked_mean
+from rftkit.algorithms.losses import POLICY_LOSSES, LossInputs, LossSettings
+from rftkit.models.forward import token_logprobs_and_values
+from rftkit.train.dist import LOCAL, Collective
+from rftkit.types import RolloutBatch, UpdateTargets
 
 
 @dataclass
@@ -30,226 +31,87 @@ class UpdateStats:
     value_loss: float = 0.0
 
 
-@dataclass(frozen=True)
-class PolicyLoss:
-    """How one algorithm turns per-token terms into its loss (built by rftkit.algorithms.registry)."""
-
-    epsilon: float  # ratio clipped to [1 - epsilon, 1 + (epsilon_high or epsilon)]
-    epsilon_high: float | None
-    beta: float  # weight of the k3 KL to the reference inside the loss (0: none)
-    loss_aggregation: str  # a key of rftkit.algorithms.grpo.AGGREGATIONS
-    max_length: int | None = None  # the 'constant' aggregation's normaliser
-    vf_coef: float = 0.0  # weight of the value loss (PPO)
-    value_clip: float = 0.2
-
-
 @dataclass
-class ValueTargets:
-    old_values: torch.Tensor  # [N, T] value head's estimates at sampling time
-    returns: torch.Tensor  # [N, T] GAE returns, the regression targets
+class Learner:
+    """What the update trains: the policy (base + adapter), its optimizer, and PPO's value head."""
+
+    policy: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]  # every trained parameter (clipped together)
+    value_head: torch.nn.Module | None = None
+    gradient_checkpointing: bool = False  # train.gradient_checkpointing: transformers checkpoints only in train mode
 
 
-def prompt_runs(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Runs of consecutive rows with the same prompt: (first row of each run [U], run lengths [U]).
-
-    Rollouts put the G completions of a prompt next to each other, so a micro-batch of N rows
-    usually holds N / G distinct prompts.
-    """
-    n = prompt_ids.shape[0]
-    differs = (prompt_ids[1:] != prompt_ids[:-1]).any(-1) | (prompt_mask[1:] != prompt_mask[:-1]).any(-1)
-    starts = torch.cat([torch.zeros(1, dtype=torch.long), differs.nonzero().squeeze(-1) + 1])
-    return starts, torch.diff(starts, append=torch.tensor([n]))
-
-
-def _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, with_hidden: bool):
-    """(logits [M, V] predicting the M real completion tokens, in row-major order of the mask; hidden
-    states [N, T, H] that predict every completion position, or None; completion ids trimmed to [N, T]).
-
-    Only real tokens get logits: padding columns are about half of [N, T] on short answers, and on a
-    large vocabulary their logits would dominate time and memory."""
-    keep = prompt_mask.any(0).nonzero()
-    start = int(keep.min()) if len(keep) else 0  # drop columns that are padding in every row
-    width = int(completion_mask.sum(-1).max())
-    prompt_ids, prompt_mask = prompt_ids[:, start:], prompt_mask[:, start:]
-    completion_ids, completion_mask = completion_ids[:, :width], completion_mask[:, :width]
-    starts, counts = prompt_runs(prompt_ids, prompt_mask)
-    mask_dtype = _packed_mask_dtype(model)
-    if len(starts) < prompt_ids.shape[0] and width > 0 and mask_dtype is not None:
-        return _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_mask, starts, counts,
-                               mask_dtype, with_hidden)
-    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-    attention = torch.cat([prompt_mask, completion_mask], dim=1)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    # The LM head runs only on the W + 1 last positions (logits_to_keep): prompt positions but the last
-    # predict nothing we score, and on a large vocabulary their logits would dominate time and memory.
-    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, output_hidden_states=with_hidden,
-                logits_to_keep=completion_ids.shape[1] + 1)
-    window = slice(prompt_ids.shape[1] - 1, -1)  # position t predicts completion token t
-    hidden = out.hidden_states[-1][:, window, :] if with_hidden else None
-    return out.logits[:, :-1][completion_mask.bool()].float(), hidden, completion_ids
+@contextmanager
+def training_mode(policy: torch.nn.Module, enabled: bool):
+    """Train mode for the update when checkpointing (the policy has no active dropout: lora_dropout 0 is
+    enforced for RL by the docs and attention dropout is 0 in the supported models), eval mode after."""
+    if not enabled:
+        yield
+        return
+    policy.train()
+    try:
+        yield
+    finally:
+        policy.eval()
 
 
-def _packed_mask_dtype(model) -> torch.dtype | None:
-    """How a custom 4-D mask reaches this model's attention: bool for SDPA, additive float for eager;
-    None for implementations that take no 4-D mask (flash attention), which use the unpacked path."""
-    implementation = getattr(unwrap_peft(model).config, "_attn_implementation", None)
-    return {"sdpa": torch.bool, "eager": torch.float32}.get(implementation)
+@dataclass(frozen=True)
+class UpdateSettings:
+    loss: LossSettings
+    temperature: float  # the sampling temperature: log-probs are taken under logits / temperature
+    micro_batch_size: int  # completions per forward + backward
+    max_grad_norm: float
+    fused_forward: str = "auto"  # train.fused_forward
 
 
-def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_mask, starts, counts,
-                    mask_dtype: torch.dtype, with_hidden: bool):
-    """`_forward` over one packed row per distinct prompt: [prompt | completion 1 | completion 2 | ...].
-
-    Each completion attends to the whole prompt and to its own earlier tokens only, and its
-    positions continue from the prompt's, so every token sees exactly what it sees in its own
-    [prompt | completion] row: the same function, with gradients (the shared prompt collects the
-    gradient of all its completions). The rows hold U*P + (real completion tokens) instead of
-    N*(P + longest completion): no prompt is computed twice and no completion is padded.
-    """
-    # Built with whole-batch index arithmetic (no per-row loop): completions are contiguous from their
-    # first column, prompts are left-padded.
-    groups, rows = len(starts), completion_ids.shape[0]
-    group_of_row = torch.repeat_interleave(torch.arange(groups), counts)  # [N]
-    lengths = completion_mask.sum(-1)  # [N]
-    group_prompt = prompt_mask[starts].bool()  # [U, P]
-    plen = group_prompt.sum(-1)  # [U]
-    before = torch.cumsum(lengths, 0) - lengths  # [N] completion tokens before row n in the batch
-    offset = before - before[starts][group_of_row]  # [N] ... and before it within its group
-    width = int((plen + torch.zeros(groups, dtype=torch.long).index_add(0, group_of_row, lengths)).max())
-    ids = torch.zeros((groups, width), dtype=torch.long)
-    segment = torch.full((groups, width), -1, dtype=torch.long)  # -1: padding, 0: prompt, j: completion j
-    position = torch.zeros((groups, width), dtype=torch.long)
-    u, col = group_prompt.nonzero(as_tuple=True)  # prompt tokens, in order within each row
-    dest = (group_prompt.cumsum(-1) - 1)[u, col]
-    ids[u, dest], segment[u, dest], position[u, dest] = prompt_ids[starts][u, col], 0, dest
-    n, t = completion_mask.bool().nonzero(as_tuple=True)  # completion tokens
-    g = group_of_row[n]
-    column = plen[g] + offset[n] + t
-    ids[g, column], segment[g, column], position[g, column] = completion_ids[n, t], n - starts[g] + 1, plen[g] + t
-    # token 0 is predicted by the prompt's last column, token t by the column of token t - 1; padding: 0
-    source = torch.zeros(completion_ids.shape, dtype=torch.long)  # [N, T]
-    source[n, t] = torch.where(t == 0, plen[g] - 1, column - 1)
-    causal = torch.ones((width, width), dtype=torch.bool).tril()
-    keys = segment[:, None, :]
-    allowed = causal & ((keys == 0) | (keys == segment[:, :, None])) & (keys != -1)  # [U, S, S]
-    if FusedForward.supports(model):  # PEFT's function in fewer, larger matmuls (rftkit.models.kernels.fused_forward)
-        first = max(int(plen.min()) - 1, 0)  # no earlier column predicts a completion token
-        hidden = FusedForward.hidden_states(model, ids, allowed[:, None], position, queries_from=first)
-        hidden = hidden[group_of_row[:, None], (source - first).clamp(min=0)]
-        logits = unwrap_peft(model).lm_head(hidden[completion_mask.bool()]).float()  # [M, V]
-        return logits, hidden if with_hidden else None, completion_ids
-    mask = allowed[:, None]
-    if mask_dtype is not torch.bool:
-        mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
-    # The LM head runs only from the shortest prompt's last column on (logits_to_keep): on a large
-    # vocabulary the logits of prompt positions would dominate time and memory.
-    keep = width - (int((segment == 0).sum(-1).min()) - 1)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position, output_hidden_states=with_hidden,
-                logits_to_keep=keep)
-    logits = out.logits[group_of_row[n], source[n, t] - (width - keep)]  # [M, V]: real tokens only
-    hidden = out.hidden_states[-1][group_of_row[:, None], source] if with_hidden else None
-    return logits.float(), hidden, completion_ids
-
-
-def token_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-                   completion_mask: torch.Tensor, temperature: float,
-                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log pi(completion token | prefix) under logits / temperature: [N, T] (and entropy [N, T])."""
-    logp, entropy, _ = token_logprobs_and_values(model, None, prompt_ids, prompt_mask, completion_ids,
-                                                 completion_mask, temperature, with_entropy)
-    return logp, entropy
-
-
-def token_logprobs_and_values(model, value_head, prompt_ids, prompt_mask, completion_ids, completion_mask,
-                              temperature: float, with_entropy: bool = False):
-    """(log-probs [N, T], entropy [N, T] or None, values [N, T] or None when value_head is None)."""
-    logits, hidden, completion_ids = _forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
-                                              with_hidden=value_head is not None)
-    # Softmax, log-probs and entropy on the real tokens only; padding positions read 0.
-    real = completion_mask[:, :completion_ids.shape[1]].bool()
-    where = real.nonzero(as_tuple=True)
-    logp_all = torch.log_softmax(logits / temperature, dim=-1)  # [M, V]
-    logprobs = logp_all.new_zeros(real.shape).index_put(where, logp_all.gather(-1, completion_ids[where][:, None])[:, 0])
-    entropy = None
-    if with_entropy:
-        entropy = logp_all.new_zeros(real.shape).index_put(where, -(logp_all.exp() * logp_all).sum(-1))
-    values = value_head(hidden.float()).squeeze(-1) if value_head is not None else None
-    return logprobs, entropy, values
-
-
-def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.nn.functional.pad(t, (0, width - t.shape[1])) if t.shape[1] < width else t
-
-
-@torch.no_grad()
-def reference_logprobs(policy, batch: RolloutBatch, temperature: float, micro_batch_size: int) -> torch.Tensor:
-    """Log-probs under the reference: the same base weights with the LoRA adapter disabled."""
-    chunks = []
-    with policy.disable_adapter():
-        for s in range(0, len(batch.completions), micro_batch_size):
-            sl = slice(s, s + micro_batch_size)
-            logp, _ = token_logprobs(policy, batch.prompt_ids[sl], batch.prompt_mask[sl], batch.completion_ids[sl],
-                                     batch.completion_mask[sl], temperature)
-            chunks.append(_pad_to(logp, batch.completion_ids.shape[1]))
-    return torch.cat(chunks)  # [N, T]
-
-
-@torch.no_grad()
-def rollout_values(policy, value_head, batch: RolloutBatch, temperature: float, micro_batch_size: int) -> torch.Tensor:
-    """Value estimates [N, T] of the policy that sampled the batch (PPO's V_old)."""
-    chunks = []
-    for s in range(0, len(batch.completions), micro_batch_size):
-        sl = slice(s, s + micro_batch_size)
-        _, _, values = token_logprobs_and_values(policy, value_head, batch.prompt_ids[sl], batch.prompt_mask[sl],
-                                                 batch.completion_ids[sl], batch.completion_mask[sl], temperature)
-        chunks.append(_pad_to(values, batch.completion_ids.shape[1]))
-    return torch.cat(chunks) * batch.completion_mask  # [N, T]
-
-
-def update_policy(policy, optimizer, params, batch: RolloutBatch, advantages: torch.Tensor,
-                  sample_weight: torch.Tensor, ref_logprobs: torch.Tensor | None, cfg: PolicyLoss, temperature: float,
-                  micro_batch_size: int, max_grad_norm: float, value_head=None,
-                  value_targets: ValueTargets | None = None) -> UpdateStats:
+def update_policy(learner: Learner, batch: RolloutBatch, targets: UpdateTargets, sample_weight: torch.Tensor,
+                  settings: UpdateSettings, collective: Collective = LOCAL) -> UpdateStats:
     """One optimizer step over the whole batch (gradients accumulated over micro-batches).
 
-    `advantages` is [N] (outcome) or [N, T] (GAE); `sample_weight` [N] is 0 for completions
-    masked out of the gradient (no grader signal).
+    `targets.advantages` is [N] (outcome) or [N, T] (GAE); `sample_weight` [N] is 0 for completions
+    masked out of the gradient (no grader signal). Under torchrun each rank passes its own shard of
+    the batch: the loss denominators and the gradients are summed over ranks (`collective`), so N
+    ranks with B/N prompts each make the update one rank makes with all B.
     """
+    cfg, temperature, micro_batch_size = settings.loss, settings.temperature, settings.micro_batch_size
+    policy, value_head = learner.policy, learner.value_head
+    advantages, ref_logprobs, value_targets = targets.advantages, targets.ref_logprobs, targets.value_targets
+    loss_fn = POLICY_LOSSES[cfg.name]
     n = len(batch.completions)
     mask_all = batch.completion_mask.float() * sample_weight[:, None]
-    totals = dict(num_sequences=(sample_weight > 0).sum().clamp(min=1).float(),
-                  num_tokens=mask_all.sum().clamp(min=1.0), max_length=cfg.max_length)
-    optimizer.zero_grad(set_to_none=True)
+    counts = collective.sum(torch.stack([(sample_weight > 0).sum().float(), mask_all.sum()]))
+    totals = dict(num_sequences=counts[0].clamp(min=1.0), num_tokens=counts[1].clamp(min=1.0),
+                  max_length=cfg.max_length)
+    learner.optimizer.zero_grad(set_to_none=True)
     sums = dict(loss=0.0, policy=0.0, kl=0.0, clip=0.0, entropy=0.0, value=0.0)
-    for s in range(0, n, micro_batch_size):
-        sl = slice(s, s + micro_batch_size)
-        logp, entropy, values = token_logprobs_and_values(policy, value_head, batch.prompt_ids[sl],
-                                                          batch.prompt_mask[sl], batch.completion_ids[sl],
-                                                          batch.completion_mask[sl], temperature, with_entropy=True)
-        width = logp.shape[1]
-        mask = mask_all[sl, :width]
-        adv = advantages[sl] if advantages.dim() == 1 else advantages[sl, :width]
-        surrogate = clipped_surrogate(logp, batch.old_logprobs[sl, :width], adv, cfg.epsilon, cfg.epsilon_high)
-        per_token = surrogate.per_token_loss
-        kl = torch.zeros_like(per_token)
-        if ref_logprobs is not None:
-            kl = kl_k3(logp, ref_logprobs[sl, :width])
-            per_token = per_token + cfg.beta * kl
-        value_loss = torch.zeros_like(per_token)
-        if value_targets is not None:
-            value_loss = clipped_value_loss(values, value_targets.old_values[sl, :width],
-                                            value_targets.returns[sl, :width], cfg.value_clip)
-            per_token = per_token + cfg.vf_coef * value_loss
-        # Whole-batch denominators: the micro-batch losses sum to the full-batch loss.
-        loss = aggregate(per_token, mask, cfg.loss_aggregation, **totals)
-        loss.backward()
-        tokens_here = mask.sum()
-        sums["loss"] += loss.item()
-        for key, term in (("policy", surrogate.per_token_loss), ("kl", kl), ("clip", surrogate.clipped.float()),
-                          ("entropy", entropy), ("value", value_loss)):
-            sums[key] += float(masked_mean(term.detach(), mask) * tokens_here)
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
+    with training_mode(policy, learner.gradient_checkpointing):
+        for s in range(0, n, micro_batch_size):
+            sl = slice(s, s + micro_batch_size)
+            logp, entropy, values = token_logprobs_and_values(policy, value_head, batch.prompt_ids[sl],
+                                                              batch.prompt_mask[sl], batch.completion_ids[sl],
+                                                              batch.completion_mask[sl], temperature,
+                                                              with_entropy=True, fused_forward=settings.fused_forward)
+            width = logp.shape[1]
+            mask = mask_all[sl, :width]
+            adv = advantages[sl] if advantages.dim() == 1 else advantages[sl, :width]
+            terms = loss_fn(LossInputs(
+                logp, batch.old_logprobs[sl, :width], adv,
+                ref_logprobs[sl, :width] if ref_logprobs is not None else None, values,
+                value_targets.old_values[sl, :width] if value_targets is not None else None,
+                value_targets.returns[sl, :width] if value_targets is not None else None), cfg)
+            # Whole-batch denominators: the micro-batch losses sum to the full-batch loss.
+            loss = aggregate(terms.per_token, mask, cfg.loss_aggregation, **totals)
+            loss.backward()
+            tokens_here = mask.sum()
+            sums["loss"] += loss.item()
+            for key, term in (("policy", terms.policy), ("kl", terms.kl), ("clip", terms.clipped),
+                              ("entropy", entropy), ("value", terms.value)):
+                sums[key] += float(masked_mean(term.detach(), mask) * tokens_here)
+    collective.sum_gradients(learner.params)
+    grad_norm = torch.nn.utils.clip_grad_norm_(learner.params, settings.max_grad_norm)
+    learner.optimizer.step()
+    sums = dict(zip(sums, collective.sum(torch.tensor(list(sums.values()), dtype=torch.float64)).tolist()))
     denom = float(totals["num_tokens"])
     return UpdateStats(loss=sums["loss"], policy_loss=sums["policy"] / denom, kl=sums["kl"] / denom,
                        clip_frac=sums["clip"] / denom, entropy=sums["entropy"] / denom, grad_norm=float(grad_norm),

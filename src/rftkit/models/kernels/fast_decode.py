@@ -152,8 +152,9 @@ class FastDecoder:
         cos, sin = cos[:, None].to(hidden.dtype), sin[:, None].to(hidden.dtype)
         # causal over the real tokens; a padding column sees itself only, so that no row of the mask is
         # empty (no real token ever attends to a padding column's key)
-        causal = torch.ones((width, width), dtype=torch.bool).tril()
-        allowed = ((causal & prompt_mask.bool()[:, None, :]) | torch.eye(width, dtype=torch.bool))[:, None]
+        causal = torch.ones((width, width), dtype=torch.bool, device=prompt_ids.device).tril()
+        allowed = ((causal & prompt_mask.bool()[:, None, :])
+                   | torch.eye(width, dtype=torch.bool, device=prompt_ids.device))[:, None]
         last = len(self.layers) - 1
         for index, (weights, cache) in enumerate(zip(self.layers, cache_layers)):
             x = rms_norm(hidden, weights.input_norm, self.eps)
@@ -184,7 +185,7 @@ class FastDecoder:
         hidden = F.embedding(tokens, self.embed)  # [R, hidden]
         cos, sin = self.model.model.rotary_emb(hidden[:, None], positions[:, None])  # [R, 1, D]
         cos, sin = cos.to(hidden.dtype), sin.to(hidden.dtype)
-        mask = torch.zeros(attention.shape, dtype=hidden.dtype).masked_fill_(~attention, torch.finfo(hidden.dtype).min)
+        mask = torch.zeros(attention.shape, dtype=hidden.dtype, device=hidden.device).masked_fill_(~attention, torch.finfo(hidden.dtype).min)
         mask = mask[:, None, None, :]  # [R, 1, 1, L], broadcast over kv heads and the heads sharing them
         scale = dim ** -0.5
         for weights, cache in zip(self.layers, cache_layers):

@@ -164,7 +164,7 @@ class FusedForward:
         cos, sin = cos[:, None].to(hidden.dtype), sin[:, None].to(hidden.dtype)
         eps = config.rms_norm_eps
         # additive, in the model's dtype, once: SDPA would convert a boolean mask in every layer
-        allowed = torch.zeros(allowed.shape, dtype=hidden.dtype).masked_fill_(~allowed, torch.finfo(hidden.dtype).min)
+        allowed = torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device).masked_fill_(~allowed, torch.finfo(hidden.dtype).min)
         last = len(model.model.layers) - 1
         for index, layer in enumerate(model.model.layers):
             attention, mlp = layer.self_attn, layer.mlp
