@@ -101,3 +101,52 @@ def test_agreement_is_total_outside_the_documented_disagreements(reference, caps
         for row in rows:
             print("  %-48s %3d %3d %3d" % row)
     assert all(cases - agree == deliberate for _, cases, agree, deliberate in rows)
+
+
+# Random texts built from the pieces the checkers look at (markers, dividers, quotes, brackets,
+# contractions, blank lines), so that the linear scans and the word tokenizer are compared with
+# the reference's regexes on many more shapes than the hand-written cases.
+PIECES = ["*", "**", "***", "******", "-", "---", "\n", "\n\n", " ", "  ", "\t", "[", "]", "<<", ">>", "<", ">",
+          '"', "'", "“", "”", ",", ".", "!", "?", "...", ":", ";", "&", "(", ")", "--", "#", "Section 1",
+          "SECTION 2", "P.S.", "p. s.", "P.P.S", "hello", "Hello", "HELLO", "WORLD", "I'M", "DON'T", "can't",
+          "CANNOT", "gonna", "'tis", "U.S.", "Dr.", "e.g.", "data", "DATA", "banana", "My answer is yes.",
+          "Any other questions?", "{\"a\": 1}", "```json", "```", "1,000", "3.14", "Ünïcode", "ΟΔΟΣ", "数字"]
+RANDOM_INSTRUCTIONS = [
+    ("keywords:existence", {"keywords": ["hello", "data"]}),
+    ("keywords:frequency", {"keyword": "data", "frequency": 2, "relation": "at least"}),
+    ("keywords:forbidden_words", {"forbidden_words": ["hello", "can't"]}),
+    ("keywords:letter_frequency", {"letter": "a", "let_frequency": 3, "let_relation": "less than"}),
+    ("length_constraints:number_sentences", {"num_sentences": 3, "relation": "at least"}),
+    ("length_constraints:number_paragraphs", {"num_paragraphs": 2}),
+    ("length_constraints:number_words", {"num_words": 6, "relation": "less than"}),
+    ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "hello"}),
+    ("detectable_content:number_placeholders", {"num_placeholders": 2}),
+    ("detectable_content:postscript", {"postscript_marker": "P.S."}),
+    ("detectable_content:postscript", {"postscript_marker": "P.P.S"}),
+    ("detectable_format:number_bullet_lists", {"num_bullets": 2}),
+    ("detectable_format:constrained_response", {}),
+    ("detectable_format:number_highlighted_sections", {"num_highlights": 2}),
+    ("detectable_format:multiple_sections", {"section_spliter": "Section", "num_sections": 1}),
+    ("detectable_format:json_format", {}),
+    ("detectable_format:title", {}),
+    ("combination:two_responses", {}),
+    ("combination:repeat_prompt", {"prompt_to_repeat": "hello world"}),
+    ("startend:end_checker", {"end_phrase": "Any other questions?"}),
+    ("change_case:capital_word_frequency", {"capital_frequency": 3, "capital_relation": "at least"}),
+    ("punctuation:no_comma", {}),
+    ("startend:quotation", {}),
+]
+
+
+def test_random_texts_agree_with_the_reference(reference):
+    import random
+
+    rng = random.Random(0)
+    disagreements = []
+    for instruction_id, kwargs in RANDOM_INSTRUCTIONS:
+        for _ in range(150):
+            text = "".join(rng.choice(PIECES) for _ in range(rng.randint(1, 30)))
+            case = Case(instruction_id, kwargs, text)
+            if ours(case) != reference(case):
+                disagreements.append((instruction_id, text))
+    assert disagreements == []

@@ -26,6 +26,11 @@ from rftkit.graders.ifeval.checkers import INSTRUCTIONS, Check, InstructionError
 __all__ = ["INSTRUCTIONS", "IFEval", "InstructionError", "build_check", "loose_variants", "follows"]
 
 
+LOOSE_NAMES = ("as is", "without *", "without the first line", "without the last line",
+               "without the first and last lines", "without the first line and *", "without the last line and *",
+               "without the first and last lines and *")
+
+
 def loose_variants(response: str) -> list[str]:
     """The paper's 8 loose-mode variants, in the reference's order (the response itself first)."""
     lines = response.split("\n")
@@ -50,7 +55,7 @@ def follows(check: Check, response: str, mode: str) -> tuple[bool, str]:
             continue
         ok, why = check(variant)
         if ok:
-            return True, why if i == 0 else f"{why} (loose variant {i})"
+            return True, why if i == 0 else f"{why} (loose: {LOOSE_NAMES[i]})"
         if i == 0:
             first_why = why
     return False, first_why

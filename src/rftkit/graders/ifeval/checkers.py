@@ -5,12 +5,13 @@ as the `if-verifiable` package ships it); tests/graders/test_ifeval_reference.py
 on an edge-case corpus, type by type. Deliberate differences, each because the reference crashes,
 guesses or cannot be reproduced:
 - keywords, forbidden words, postscript markers and section splitters are literal text, not
-  regexes (the reference passes them to `re`, so `C++` raises and `e.g.` matches `eXgX`); a
-  forbidden word's edges are word boundaries only where the word has a word character there
-  (the reference's trailing `\\b` after `C++` requires a letter to follow, so `C++ is` passes);
+  regexes (the reference passes them to `re`: `e.g.` matches `eXgX`, and on Python 3.11+ `C++`
+  is a possessive `C+` that finds any `C`; before 3.11 it raises); a forbidden word is bounded
+  like `\\bword\\b` only at edges that are word characters;
 - a missing or invalid argument is an error naming it (the reference draws a random one);
 - JSON nested past Python's recursion limit is "not JSON" (the reference raises);
-- language detection is seeded (the reference's langdetect is not; with seed 0 both agree).
+- language detection is seeded (the reference's langdetect is not; with seed 0 both agree);
+- a `<think>...</think>` block is graded as text (if-verifiable's wrapper drops it; Google's does not).
 """
 
 from __future__ import annotations
