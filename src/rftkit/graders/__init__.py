@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 # inside the graders that need them, so this list stays cheap to import.
 _BUILTIN_MODULES = (
     "rftkit.tasks.countdown",
+    "rftkit.tasks.gsm8k",
+    "rftkit.tasks.math",
     "rftkit.graders.match",
     "rftkit.graders.similarity",
     "rftkit.graders.rules",

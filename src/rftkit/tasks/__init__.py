@@ -6,13 +6,16 @@ from typing import Any, Callable
 
 from rftkit.config import DataConfig
 from rftkit.data import DataError, Example, load_hf_dataset, load_jsonl, split_train_val
-from rftkit.tasks import code, countdown, triton
+from rftkit.tasks import code, countdown, gsm8k, triton
+from rftkit.tasks import math as math_pack
 
 # name -> generate(n, seed, options) -> list[Example]
 GENERATORS: dict[str, Callable[[int, int, dict[str, Any]], list[Example]]] = {
     "countdown": countdown.generate,
     "code": code.generate,
     "triton": triton.generate,
+    "gsm8k": gsm8k.generate,   # data.options.source: a GSM8K JSONL or hf:openai/gsm8k (+ hf_config); none: generated
+    "math": math_pack.generate,  # the same for MATH rows (problem, solution with \boxed{})
 }
 
 
