@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -24,9 +25,31 @@ def _print_before_after(summary: dict, header: str) -> None:
         print(f"  {key:16s} {summary['before'][key]:.3f} -> {summary['after'][key]:.3f}")
 
 
+def _torchrun(args: argparse.Namespace) -> int:
+    """`rft train --nproc N`: the same command under `torchrun --standalone --nproc_per_node N` (one node)."""
+    import subprocess
+
+    forwarded = [a for a in (args.config,) if a]
+    forwarded += ["--output", args.output] if args.output else []
+    forwarded += ["--resume", args.resume] if args.resume else []
+    for assignment in args.overrides:
+        forwarded += ["--set", assignment]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "rftkit.cli", "train", *forwarded]
+    code = subprocess.run(command).returncode
+    if code != 0:
+        print(f"error: a rank of `rft train --nproc {args.nproc}` failed (exit {code}); torchrun stopped the "
+              "others. The failing rank and its traceback are in torchrun's 'Root Cause' summary above.",
+              file=sys.stderr)
+    return code
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from rftkit.config import load_config
     from rftkit.train.loop import train
+
+    if args.nproc > 1:
+        return _torchrun(args)
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -38,8 +61,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.overrides)
         run_dir = Path(args.output or config.output_dir)
     summary = train(config, run_dir, resume=bool(args.resume))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports
+        return 0
     _print_before_after(summary, f"held-out ({summary['validation_size']} prompts, seed {summary['seed']}), before "
                         f"-> after {summary['steps']} steps in {summary['wall_seconds']:.0f} s:")
+    if summary["ranks"] > 1:
+        print(f"ranks: {summary['ranks']} ({summary['device']} on rank 0)")
     print(f"run directory: {run_dir}")
     return 0
 
@@ -106,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help="YAML config (optional with --resume: the run's own config.yaml)")
     train.add_argument("--output", help="run directory (default: the config's output_dir)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue from RUN_DIR's last complete checkpoint")
+    train.add_argument("--nproc", type=int, default=1, metavar="N", help="learner processes on this machine "
+                       "(torchrun --standalone --nproc_per_node N; gloo on CPU, nccl on CUDA)")
     _add_overrides(train)
     train.set_defaults(func=cmd_train)
 

@@ -10,8 +10,10 @@ import torch
 
 
 def set_threads(threads: int | None) -> int:
-    """One intra-op thread per core by default: oversubscription makes small CPU matmuls slower."""
-    count = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    """One intra-op thread per core by default: oversubscription makes small CPU matmuls slower. Under
+    torchrun the cores are split between the node's ranks (LOCAL_WORLD_SIZE)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    count = threads or max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(count)
     return count
 
