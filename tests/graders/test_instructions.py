@@ -75,3 +75,36 @@ def test_huge_output():
 def test_bad_params(params, message):
     with pytest.raises(ValueError, match=message):
         GRADER_TYPES["instruction_following"].params.model_validate(params)
+
+
+@pytest.mark.parametrize("words, text, expected", [
+    (["C++"], "I like C++ and Java", 0.0),      # \bC\+\+\b could never match here: a letter must follow '+'
+    (["C++"], "I like C and Java", 1.0),
+    (["node.js"], "nodeXjs", 1.0),
+    ([".NET"], "We use .NET daily", 0.0),
+    (["very"], "every", 1.0),
+])
+def test_forbidden_words_with_punctuation(words, text, expected):
+    assert score({"type": "forbidden_words", "words": words}, text) == expected
+
+
+def test_ifeval_instruction_ids_as_constraints():
+    grader = make("instruction_following", constraints=[
+        {"type": "length_constraints:number_paragraphs", "num_paragraphs": 2},
+        {"type": "keywords:existence", "keywords": ["C++"]},
+        {"type": "punctuation:no_comma"}])
+    grade = grader.grade(ex(), "C++ is fast\n***\nand small, too")
+    assert grade.score == pytest.approx(2 / 3) and "punctuation:no_comma" in grade.reason
+    per_example = make("instruction_following", constraints_field="constraints")
+    item = ex(constraints=[{"type": "startend:quotation"}, {"type": "lowercase"}])
+    assert per_example.grade(item, '"all quiet"').score == 1.0
+
+
+@pytest.mark.parametrize("constraint, message", [
+    ({"type": "length_constraints:number_words", "num_words": 5}, "missing argument"),
+    ({"type": "punctuation:no_comma", "num_words": 5}, "unknown argument"),
+    ({"type": "keywords:nope"}, "does not match"),
+])
+def test_bad_ifeval_constraints(constraint, message):
+    with pytest.raises(ValueError, match=message):
+        GRADER_TYPES["instruction_following"].params.model_validate({"constraints": [constraint]})

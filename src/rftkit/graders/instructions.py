@@ -7,6 +7,9 @@ otherwise "no commas" and "all lowercase" would pay a model for saying nothing.
 Counting rules (after IFEval, Zhou et al. 2023, simplified where noted): words are `\\w+` runs;
 bullets are lines starting with `*` or `-` (not `**bold**`/`---`); paragraphs are blocks
 separated by blank lines or `***`; placeholders are `[...]`; valid_json ignores a ```json fence.
+For IFEval's own rules, a constraint's `type` may also be any of IFEval's 25 instruction ids with
+that instruction's arguments beside it (`{type: "punctuation:no_comma"}`); these are checked by
+the `ifeval` grader's checkers (strict mode), which agree with IFEval's reference implementation.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from rftkit.data import Example
 from rftkit.graders.base import Grade, GraderParams, register
+from rftkit.graders.ifeval import INSTRUCTIONS, InstructionError, build_check
+from rftkit.graders.ifeval.checkers import literal_pattern
 from rftkit.graders.templates import TemplateError
 
 _WORD_RE = re.compile(r"\w+")
@@ -105,7 +110,7 @@ class ForbiddenWords(_Constraint):
     words: list[str] = Field(min_length=1)
 
     def check(self, text: str) -> tuple[bool, str]:
-        found = [w for w in self.words if re.search(rf"\b{re.escape(w)}\b", text, re.IGNORECASE)]
+        found = [w for w in self.words if re.search(literal_pattern(w), text, re.IGNORECASE)]
         return not found, "no forbidden words" if not found else f"uses forbidden {found}"
 
 
@@ -150,12 +155,31 @@ class NoCommas(_Constraint):
         return count == 0, "no commas" if count == 0 else f"{count} commas"
 
 
+class IFEvalInstruction(_Constraint):
+    """One of IFEval's instruction ids, its arguments as extra keys (`{type: ..., num_words: 50, ...}`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: Literal[tuple(INSTRUCTIONS)]  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _valid_arguments(self) -> "IFEvalInstruction":
+        try:
+            build_check(self.type, dict(self.model_extra or {}))
+        except InstructionError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def check(self, text: str) -> tuple[bool, str]:
+        return build_check(self.type, dict(self.model_extra or {}))(text.strip())
+
+
 def _no_constant(name: str) -> None:
     raise ValueError(name)
 
 
 Constraint = Annotated[Union[WordCount, CharCount, BulletCount, ParagraphCount, Placeholders, Keywords,
-                             ForbiddenWords, Case, Affix, ValidJson, NoCommas], Field(discriminator="type")]
+                             ForbiddenWords, Case, Affix, ValidJson, NoCommas, IFEvalInstruction],
+                       Field(discriminator="type")]
 _CONSTRAINT_LIST = TypeAdapter(list[Constraint])
 
 

@@ -39,7 +39,7 @@ def _compare(count: int, relation: str, threshold: int, unit: str) -> tuple[bool
     return ok, f"{count} {unit} (want {relation} {threshold})"
 
 
-def _literal(word: str) -> str:
+def literal_pattern(word: str) -> str:
     """`word` as a regex matching itself, bounded like `\\bword\\b` where its edges are word characters."""
     head = r"(?<!\w)" if re.match(r"\w", word) else ""
     tail = r"(?!\w)" if re.search(r"\w$", word) else ""
@@ -60,7 +60,7 @@ def keywords_frequency(text: str, keyword: str, frequency: int, relation: str) -
 
 
 def forbidden_words(text: str, forbidden_words: list[str]) -> tuple[bool, str]:
-    found = [w for w in sorted(set(forbidden_words)) if re.search(_literal(w), text, re.IGNORECASE)]
+    found = [w for w in sorted(set(forbidden_words)) if re.search(literal_pattern(w), text, re.IGNORECASE)]
     return not found, f"uses forbidden {found}" if found else "no forbidden words"
 
 
