@@ -53,10 +53,19 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, advantages + values
 
 
-def whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(x - mean) / std over the masked entries; masked-out entries become 0."""
-    mean = masked_mean(values, mask)
-    var = masked_mean((values - mean) ** 2, mask)
+def whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, sum_over_ranks=None) -> torch.Tensor:
+    """(x - mean) / std over the masked entries; masked-out entries become 0.
+
+    `sum_over_ranks` (a tensor -> tensor sum over torchrun ranks) makes mean and variance those of the
+    whole batch across ranks, so a sharded batch is whitened as one process would whiten it."""
+    if sum_over_ranks is None:
+        mean = masked_mean(values, mask)
+        var = masked_mean((values - mean) ** 2, mask)
+    else:
+        weight = mask.to(values.dtype)
+        total, count = sum_over_ranks(torch.stack([(values * weight).sum(), weight.sum()])).unbind()
+        mean = total / count.clamp(min=1.0)
+        var = sum_over_ranks(((values - mean) ** 2 * weight).sum()) / count.clamp(min=1.0)
     return (values - mean) * torch.rsqrt(var + eps) * mask.to(values.dtype)
 
 

@@ -20,6 +20,7 @@ from rftkit.algorithms.rloo import leave_one_out_advantages
 from rftkit.config import RFTConfig
 from rftkit.algorithms.losses import LossSettings
 from rftkit.models.forward import reference_logprobs, rollout_values
+from rftkit.train.dist import LOCAL, Collective
 from rftkit.types import RolloutBatch, UpdateTargets, ValueTargets
 
 
@@ -30,6 +31,7 @@ class Models:
     policy: torch.nn.Module
     value_head: torch.nn.Module | None
     kl_coef: float  # PPO's current (possibly adapted) KL coefficient
+    collective: Collective = LOCAL  # torchrun ranks, for statistics over the whole batch (PPO's whitening)
 
 
 def _outcome(advantage_fn: Callable[[torch.Tensor, int, RFTConfig], torch.Tensor]):
@@ -51,7 +53,8 @@ def ppo_targets(models: Models, batch: RolloutBatch, rewards: torch.Tensor, conf
     token_rewards = kl_shaped_rewards(rewards, batch.old_logprobs, ref if in_reward else None, mask, models.kl_coef)
     advantages, returns = gae(token_rewards, old_values, mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
-        advantages = whiten(advantages, mask)
+        advantages = whiten(advantages, mask, sum_over_ranks=(models.collective.sum
+                                                              if models.collective.world_size > 1 else None))
     metrics = {"kl/coef": models.kl_coef, "value/mean": float(masked_mean(old_values, mask)),
                "value/return": float(masked_mean(returns, mask))}
     return UpdateTargets(advantages, ref, ValueTargets(old_values, returns), metrics)

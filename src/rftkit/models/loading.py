@@ -113,6 +113,16 @@ def attach_lora(model, config: LoraConfig, adapter_dir: str | Path | None = None
     return policy
 
 
+def enable_gradient_checkpointing(policy) -> None:
+    """transformers' per-layer activation checkpointing (non-reentrant, so LoRA's gradients flow through
+    frozen inputs); active in train mode only, which the update switches on around its backward."""
+    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers 5's name
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def lora_parameters(policy) -> list[torch.nn.Parameter]:
     params = [p for n, p in policy.named_parameters() if p.requires_grad]
     if not params or any("lora_" not in n for n, p in policy.named_parameters() if p.requires_grad):

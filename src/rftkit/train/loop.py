@@ -175,7 +175,7 @@ def _train(run: Run, progress: bool) -> dict:
     while not done:
         data = collect_step(run)
         t2 = time.perf_counter()
-        models = Models(run.learner.policy, run.learner.value_head, run.kl_coef)
+        models = Models(run.learner.policy, run.learner.value_head, run.kl_coef, run.collective)
         targets = run.algorithm.targets(models, data.rollouts, data.rewards, cfg)
         settings = update_settings(run)
         set_learning_rate(run)

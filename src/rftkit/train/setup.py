@@ -20,7 +20,8 @@ from rftkit.eval.validate import EvalSettings
 from rftkit.graders import WeightedGrader, build_graders
 from rftkit.logging.sinks import JsonlSink, NullSink
 from rftkit.models.kernels.fused_forward import FusedForward
-from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer, lora_parameters, resolve_device
+from rftkit.models.loading import (attach_lora, enable_gradient_checkpointing, load_base_model, load_tokenizer,
+                                   lora_parameters, resolve_device)
 from rftkit.rollout import RolloutBackend
 from rftkit.tasks import load_examples
 from rftkit.train.checkpoint import TrainerState, latest_checkpoint, load_trainer_state, restore_rng
@@ -95,7 +96,7 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool) -> Run:
     graders = build_graders(config.graders)
     policy = attach_lora(load_base_model(config.model, device), config.lora, adapter_dir=checkpoint)
     if config.train.gradient_checkpointing:
-        policy.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(policy)
     _check_kernels(config, policy)
     params = lora_parameters(policy)
     lora_count = len(params)
