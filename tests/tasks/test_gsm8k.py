@@ -119,9 +119,9 @@ def test_rows_from_a_hub_layout_with_a_config_name(tmp_path, monkeypatch):
     for config, count in (("main", 4), ("socratic", 3)):
         (tmp_path / config).mkdir()
         write_rows(tmp_path / config / "train.jsonl", [ROW] * count)
-    (tmp_path / "README.md").write_text("---\nconfigs:\n" + "".join(
-        f"- config_name: {c}\n  data_files:\n  - split: train\n    path: {c}/train.jsonl\n" for c in ("main", "socratic"))
-        + "---\n")
+    configs = "".join(f"- config_name: {c}\n  data_files:\n  - split: train\n    path: {c}/train.jsonl\n"
+                      for c in ("main", "socratic"))
+    (tmp_path / "README.md").write_text(f"---\nconfigs:\n{configs}---\n")
     assert len(generate(100, 0, {"source": f"hf:{tmp_path}", "hf_config": "main"})) == 4
     assert len(generate(100, 0, {"source": f"hf:{tmp_path}", "hf_config": "socratic"})) == 3
     with pytest.raises(DataError, match=r"hf:.*\[nope/train\]: could not load"):
