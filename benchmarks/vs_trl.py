@@ -73,7 +73,7 @@ class Turns:
         self.hand_over(4096)
 
 
-def run_rftkit(steps: int, seed: int, workdir: Path, turns: Turns) -> dict:
+def run_rftkit(steps: int, seed: int, workdir: Path, turns: Turns, device: str = "cpu") -> dict:
     import rftkit.train.loop as trainer
     from rftkit.config import load_config
     from rftkit.train.loop import train
@@ -102,7 +102,7 @@ def run_rftkit(steps: int, seed: int, workdir: Path, turns: Turns) -> dict:
 
     overrides = [f"train.steps={steps}", f"data.train_size={steps * PROMPTS}", "data.val_size=8", f"train.seed={seed}",
                  "eval.eval_every=1000000", "eval.batch_size=8", "save_every=1000000", "samples_per_step=0",
-                 f"train.micro_batch_size={PROMPTS * GENERATIONS}"]
+                 f"train.micro_batch_size={PROMPTS * GENERATIONS}", f"model.device={device}", "model.dtype=float32"]
     config = load_config(Path(__file__).parents[1] / "examples/countdown.yaml", overrides)
     train(config, workdir / "run", progress=False)
     records = [json.loads(line) for line in (workdir / "run/metrics.jsonl").read_text().splitlines()]
@@ -112,7 +112,7 @@ def run_rftkit(steps: int, seed: int, workdir: Path, turns: Turns) -> dict:
             "reward": [r["reward/mean"] for r in records], "length": [r["len/completion"] for r in records]}
 
 
-def run_trl(steps: int, seed: int, workdir: Path, turns: Turns) -> dict:
+def run_trl(steps: int, seed: int, workdir: Path, turns: Turns, device: str = "cpu") -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import TrainerCallback
@@ -139,10 +139,11 @@ def run_trl(steps: int, seed: int, workdir: Path, turns: Turns) -> dict:
                       max_completion_length=MAX_NEW, temperature=1.0, top_p=1.0, top_k=0, learning_rate=LR,
                       lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, beta=0.0,
                       epsilon=0.2, num_iterations=1, loss_type="grpo", scale_rewards="group", max_steps=steps,
-                      gradient_checkpointing=False, bf16=False, use_cpu=True, seed=seed, logging_steps=1,
+                      gradient_checkpointing=False, bf16=False, use_cpu=device == "cpu", seed=seed, logging_steps=1,
                       save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0)
     timer = _TrlTimer(turns)
-    trainer = GRPOTrainer(model=load_base_model(ModelConfig()), reward_funcs=countdown_reward, args=args,
+    model_config = ModelConfig(device=device, dtype="float32")
+    trainer = GRPOTrainer(model=load_base_model(model_config), reward_funcs=countdown_reward, args=args,
                           train_dataset=dataset, processing_class=load_tokenizer(ModelConfig()),
                           peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                                  task_type="CAUSAL_LM"), callbacks=[timer.callback(TrainerCallback)])
@@ -194,7 +195,7 @@ class _TrlTimer:
         return Callback()
 
 
-def worker(impl: str, steps: int, seed: int, out: Path, turns: Turns) -> None:
+def worker(impl: str, steps: int, seed: int, out: Path, turns: Turns, device: str = "cpu") -> None:
     import torch
 
     from rftkit.train.process import set_threads
@@ -202,10 +203,12 @@ def worker(impl: str, steps: int, seed: int, out: Path, turns: Turns) -> None:
     set_threads(None)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            result = (run_rftkit if impl == "rftkit" else run_trl)(steps, seed, Path(tmp), turns)
+            result = (run_rftkit if impl == "rftkit" else run_trl)(steps, seed, Path(tmp), turns, device)
         finally:
             turns.finish()
-    result.update(peak_rss_mb=_peak_rss_mb(), threads=torch.get_num_threads())
+    result.update(peak_rss_mb=_peak_rss_mb(), threads=torch.get_num_threads(), device=device)
+    if device.startswith("cuda"):
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     out.write_text(json.dumps(result))
 
 
@@ -231,10 +234,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--turn-fifos", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: both sides train on it, in float32")
     args = parser.parse_args()
     if args.worker:
         turns = Turns(*args.turn_fifos) if args.turn_fifos else Turns(None, None)
-        return worker(args.worker, args.steps, args.seed, Path(args.result), turns)
+        return worker(args.worker, args.steps, args.seed, Path(args.result), turns, args.device)
     runs: dict[str, list[dict]] = {"rftkit": [], "trl": []}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
@@ -248,7 +252,7 @@ def main() -> None:
                 procs[impl] = subprocess.Popen(
                     [sys.executable, __file__, "--worker", impl, "--steps", str(args.steps), "--seed", str(repeat),
                      "--result", str(Path(tmp) / f"{impl}-{repeat}.json"), "--turn-fifos", str(fifos[impl]),
-                     str(fifos[other])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if impl == "trl" else None)
+                     str(fifos[other]), "--device", args.device], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if impl == "trl" else None)
             kickoff = os.open(fifos[first], os.O_RDWR)
             os.write(kickoff, b"t")  # the first side's first turn
             for impl, proc in procs.items():
@@ -276,7 +280,7 @@ def main() -> None:
     import trl
 
     result = {"benchmark": "vs_trl", "command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "steps": args.steps, "repeats": args.repeats, "speedup_per_step": round(speedup, 2),
+              "steps": args.steps, "repeats": args.repeats, "device": args.device, "speedup_per_step": round(speedup, 2),
               "peak_memory_ratio": round(memory_ratio, 3), "goals_met": speedup >= 3 and memory_ratio <= 1,
               "rftkit": ours, "trl": theirs,
               "machine": {"cpus": len(os.sched_getaffinity(0)), "torch": torch.__version__, "trl": trl.__version__,
