@@ -2,6 +2,10 @@
 
 An `Example` is one prompt plus whatever fields its graders read (a target, test cases,
 a reference answer). Everything downstream (rollout, graders, trainer) sees only `Example`s.
+
+Rows in TRL's dataset formats load as they are: `prompt` is a string (standard format) or a
+list of `{"role", "content"}` messages (conversational format), and every other column
+(`completion`, `solution`, ...) becomes a field.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Example:
     prompt: str | None = None
     messages: tuple[dict[str, str], ...] | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    prompt_key: str = "messages"  # the row's key for `messages`: "prompt" in TRL's conversational rows
 
     def chat(self, system_prompt: str | None = None) -> list[dict[str, str]]:
         """The conversation to render for the model, with an optional system turn first."""
@@ -51,40 +56,55 @@ class Example:
         if self.prompt is not None:
             row["prompt"] = self.prompt
         if self.messages is not None:
-            row["messages"] = [dict(t) for t in self.messages]
+            row[self.prompt_key] = [dict(t) for t in self.messages]
         row.update(self.fields)
         return row
 
 
 def _stable_id(row: dict[str, Any]) -> str:
-    payload = json.dumps(row, sort_keys=True, default=str).encode()
+    try:
+        payload = json.dumps(row, sort_keys=True, default=str).encode("utf-8", "backslashreplace")
+    except (RecursionError, ValueError) as exc:  # nested past the recursion limit, or a circular value
+        raise DataError(f"the row cannot be serialised to give it an id ({type(exc).__name__}); give it an 'id'") \
+            from None
     return hashlib.sha1(payload).hexdigest()[:12]
 
 
+def _turns(value: Any, key: str, where: str) -> tuple[dict[str, str], ...]:
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{where}: '{key}' must be a non-empty list of {{'role', 'content'}} objects")
+    for i, turn in enumerate(value):
+        if not isinstance(turn, dict) or not isinstance(turn.get("role"), str) or not isinstance(turn.get("content"), str):
+            raise DataError(f"{where}: {key}[{i}] must be an object with string 'role' and 'content' (text content "
+                            "only; content parts and images are not supported)")
+        if turn["role"] not in ("system", "user", "assistant"):
+            raise DataError(f"{where}: {key}[{i}].role is {turn['role']!r}; allowed: system, user, assistant")
+    return tuple({"role": t["role"], "content": t["content"]} for t in value)
+
+
 def example_from_row(row: Any, where: str) -> Example:
-    """Validate one dataset row. `where` ("data.jsonl:12") goes into every error message."""
+    """Validate one dataset row. `where` ("data.jsonl:12") goes into every error message.
+
+    `prompt` may be a string or, as in TRL's conversational format, a list of messages."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
     has_prompt, has_messages = "prompt" in row, "messages" in row
     if has_prompt == has_messages:
-        raise DataError(f"{where}: a row needs exactly one of 'prompt' (string) or 'messages' (list of turns); "
-                        f"found keys {sorted(row)}")
+        raise DataError(f"{where}: a row needs exactly one of 'prompt' (a string, or a list of messages as in TRL) "
+                        f"or 'messages' (list of turns); found keys {sorted(row)}")
     fields = {k: v for k, v in row.items() if k not in ("prompt", "messages", "id")}
-    example_id = str(row["id"]) if "id" in row else _stable_id(row)
+    try:
+        example_id = str(row["id"]) if "id" in row else _stable_id(row)
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    if has_prompt and isinstance(row["prompt"], list):  # TRL's conversational format
+        return Example(id=example_id, messages=_turns(row["prompt"], "prompt", where), fields=fields,
+                       prompt_key="prompt")
     if has_prompt:
         if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-            raise DataError(f"{where}: 'prompt' must be a non-empty string")
+            raise DataError(f"{where}: 'prompt' must be a non-empty string or a list of messages")
         return Example(id=example_id, prompt=row["prompt"], fields=fields)
-    turns = row["messages"]
-    if not isinstance(turns, list) or not turns:
-        raise DataError(f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} objects")
-    for i, turn in enumerate(turns):
-        if not isinstance(turn, dict) or not isinstance(turn.get("role"), str) or not isinstance(turn.get("content"), str):
-            raise DataError(f"{where}: messages[{i}] must be an object with string 'role' and 'content'")
-        if turn["role"] not in ("system", "user", "assistant"):
-            raise DataError(f"{where}: messages[{i}].role is {turn['role']!r}; allowed: system, user, assistant")
-    return Example(id=example_id, messages=tuple({"role": t["role"], "content": t["content"]} for t in turns),
-                   fields=fields)
+    return Example(id=example_id, messages=_turns(row["messages"], "messages", where), fields=fields)
 
 
 def read_jsonl_rows(path: str | Path, what: str = "dataset",
@@ -97,17 +117,28 @@ def read_jsonl_rows(path: str | Path, what: str = "dataset",
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} file not found")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
+    lines = path.read_bytes().split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()
+    for line_no, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
         where = f"{path}:{line_no}"
+        last = line_no == len(lines)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if torn_last_line_ok and last:
+                return
+            raise DataError(f"{where}: not valid UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start})") from None
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            if torn_last_line_ok and line_no == len(lines):
+            if torn_last_line_ok and last:
                 return
             raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise DataError(f"{where}: JSON nested too deeply to read") from None
         yield row, where
 
 
@@ -132,10 +163,19 @@ def load_hf_dataset(name: str, split: str, subset: str | None = None) -> list[Ex
     return [example_from_row(dict(row), f"hf:{name}[{split}] row {i}") for i, row in enumerate(dataset)]
 
 
+def open_jsonl(path: str | Path, mode: str = "w"):
+    """A text handle for JSONL that cannot fail on a lone surrogate (a completion may hold one).
+
+    UTF-8 cannot encode U+D800..U+DFFF; `backslashreplace` writes such a character as `\\udXXX`,
+    and since json.dumps only emits them inside strings, that is the JSON escape of the very same
+    character: the line stays valid JSON and reads back to the same string."""
+    return Path(path).open(mode, encoding="utf-8", errors="backslashreplace")
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
+    with open_jsonl(path) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 

@@ -6,6 +6,10 @@ first N grades with their reasons and a summary: each grader's score distributio
 and masks, and the share of prompt groups whose rewards all tie. A tied group has zero
 group-relative advantage: GRPO learns nothing from it, so a high tie rate means the reward
 is too coarse (or too hard) for the current model.
+
+TRL reward functions get `completion_ids` from the model's tokenizer (the completions
+re-tokenized, since sampled token ids are not kept). Text is printed and written so that no
+character can fail to encode (a lone surrogate is written as its `\\udXXX` escape).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from typing import Any, Sequence, TextIO
 
 from rftkit.config import ConfigError, RFTConfig, load_config
 from rftkit.data import DataError, Example, example_from_row, load_hf_dataset, load_jsonl, read_jsonl_rows, write_jsonl
-from rftkit.graders import build_graders
+from rftkit.graders import WeightedGrader, build_graders
+from rftkit.graders.base import BatchContext
 from rftkit.graders.combine import GradedCompletion, GradingStats, grade_all
+from rftkit.graders.functions import wants_token_ids
 
 DEFAULT_PROMPTS = 8
 
@@ -89,16 +95,21 @@ def tie_fraction(examples: Sequence[Example], results: Sequence[GradedCompletion
     return sum(len(set(rewards)) == 1 for rewards in sized) / len(sized), len(sized)
 
 
+def printable(text: str) -> str:
+    """The text with anything UTF-8 cannot encode (lone surrogates) written as a backslash escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _clip(text: str, width: int) -> str:
     flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[:width - 1] + "…"
+    return printable(flat if len(flat) <= width else flat[:width - 1] + "…")
 
 
 def print_table(examples: Sequence[Example], completions: Sequence[str], results: Sequence[GradedCompletion],
                 show: int, out: TextIO) -> None:
     for i in range(min(show, len(results))):
         reward = results[i].reward
-        out.write(f"[{i}] id={examples[i].id}  reward={'masked' if reward is None else f'{reward:.3f}'}\n")
+        out.write(f"[{i}] id={printable(examples[i].id)}  reward={'masked' if reward is None else f'{reward:.3f}'}\n")
         out.write(f"    completion: {_clip(completions[i], 100)!s}\n")
         for name, grade in results[i].grades.items():
             mark = " ERROR" if grade.error else " MASKED" if grade.masked else ""
@@ -137,6 +148,23 @@ def output_rows(examples: Sequence[Example], completions: Sequence[str],
             for ex, c, r in zip(examples, completions, results)]
 
 
+def token_context(config: RFTConfig, graders: Sequence[WeightedGrader], completions: Sequence[str],
+                  out: TextIO) -> BatchContext | None:
+    """Token ids for TRL reward functions, from the config's tokenizer; None when no grader wants
+    them or the tokenizer cannot be loaded (a function that names completion_ids then errs)."""
+    if not any(wants_token_ids(wg.grader) for wg in graders):
+        return None
+    try:
+        from rftkit.models.loading import load_tokenizer
+
+        tokenizer = load_tokenizer(config.model)
+        ids = [tokenizer(printable(c), add_special_tokens=False)["input_ids"] for c in completions]
+    except Exception as exc:  # no cached tokenizer, no transformers: grading goes on without token ids
+        out.write(f"note: no completion_ids for TRL reward functions ({type(exc).__name__}: {exc})\n")
+        return None
+    return BatchContext(completion_ids=ids)
+
+
 def run_grade(config_path: str, samples: str | None, output: str | None, show: int, overrides: list[str],
               out: TextIO = sys.stdout) -> int:
     """The `rft grade` verb; returns the exit code (0 ok, 2 bad input)."""
@@ -150,7 +178,7 @@ def run_grade(config_path: str, samples: str | None, output: str | None, show: i
     except (ConfigError, DataError, ValueError) as exc:
         sys.stderr.write(f"rft grade: {exc}\n")
         return 2
-    results, stats = grade_all(graders, examples, completions)
+    results, stats = grade_all(graders, examples, completions, token_context(config, graders, completions, out))
     print_table(examples, completions, results, show, out)
     print_summary(examples, results, stats, out)
     if output is not None:

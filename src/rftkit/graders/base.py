@@ -65,11 +65,38 @@ class Grader(Protocol):
 
 @runtime_checkable
 class BatchGrader(Protocol):
-    """Optional: graders that are cheaper in batches (LLM judges, TRL reward functions)."""
+    """Optional: graders that are cheaper in batches (LLM judges, TRL reward functions).
+
+    A batch grader whose class sets `accepts_context = True` is also passed `context=` (a
+    `BatchContext`, or None when the caller has none)."""
 
     name: str
 
     def grade_batch(self, examples: Sequence[Example], completions: Sequence[str]) -> list[Grade]: ...
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """What the caller knows about a batch besides its text; TRL reward functions read it.
+
+    completion_ids: each completion's token ids without padding ([N][T_i]); None when the
+                    caller has none (`rft grade --samples` without a loadable tokenizer).
+    global_step, max_steps: training progress, passed to TRL functions as `trainer_state`.
+    """
+
+    completion_ids: Sequence[Sequence[int]] | None = None
+    global_step: int = 0
+    max_steps: int = 0
+
+    def rows(self, index: Sequence[int]) -> "BatchContext":
+        """The context of a sub-batch (the completions at `index`, in that order)."""
+        ids = None if self.completion_ids is None else [self.completion_ids[i] for i in index]
+        return BatchContext(ids, self.global_step, self.max_steps)
+
+
+class BatchShapeError(ValueError):
+    """A batch grader returned the wrong number of grades: a bug in the grader, failed as a whole
+    batch (regrading one row at a time would hide it)."""
 
 
 class GraderParams(BaseModel):

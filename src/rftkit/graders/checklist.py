@@ -9,7 +9,6 @@ scores 0 outright rather than collecting them.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -19,13 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rftkit.data import Example
 from rftkit.graders.base import Grade, GraderParams, register
+from rftkit.graders.bounded import REGEX_TIMEOUT_S, loads_bounded, tag_contents
 from rftkit.graders.templates import OUTPUT_TEXT, Template, check_template, compile_template, sample_errors_score_zero
 
 CheckKind = Literal["contains", "icontains", "not_contains", "regex", "not_regex", "starts_with", "ends_with",
                     "tag", "min_chars", "max_chars", "min_words", "max_words", "json"]
 _NUMERIC = ("min_chars", "max_chars", "min_words", "max_words")
 _TEXT = ("contains", "icontains", "not_contains", "regex", "not_regex", "starts_with", "ends_with", "tag")
-REGEX_TIMEOUT_S = 1.0
 
 
 class ChecklistItem(BaseModel):
@@ -70,13 +69,13 @@ def _passes(item: ChecklistItem, text: str) -> bool:
     if kind == "ends_with":
         return text.rstrip().endswith(value)
     if kind == "tag":  # exactly one non-empty <value>...</value> pair
-        found = re.findall(rf"<{value}>(.*?)</{value}>", text, re.DOTALL)
+        found = tag_contents(text, value)
         return len(found) == 1 and bool(found[0].strip())
     if kind == "json":
         try:
-            json.loads(text, parse_constant=_reject)
+            loads_bounded(text, parse_constant=_reject)
             return True
-        except ValueError:
+        except ValueError:  # not JSON, NaN/Infinity, or nested too deep
             return False
     count = len(text) if kind.endswith("chars") else len(text.split())
     return count >= value if kind.startswith("min") else count <= value

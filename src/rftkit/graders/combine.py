@@ -4,6 +4,11 @@ reward = sum_i w_i * score_i / sum_i w_i over the graders that gave a signal, so
 stays in [0, 1] whatever the weights. A grader that raises scores 0 with the error as its
 reason (counted in `grader/errors`); a masked grade (no signal) is left out of the weighted
 mean, and a completion with no signal at all gets reward None (masked from the loss).
+
+Errors stay with their row: when a batch grader raises on a batch, each completion is graded
+again on its own, so one malformed row (a null field, a value nested past the recursion limit)
+errors only itself. A completion longer than MAX_GRADED_CHARS is scored 0 by every grader with
+a reason, without being passed to them.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from typing import Sequence
 
 from rftkit.data import Example
 from rftkit.graders import WeightedGrader
-from rftkit.graders.base import BatchGrader, Grade
+from rftkit.graders.base import BatchContext, BatchGrader, BatchShapeError, Grade
+
+MAX_GRADED_CHARS = 1_000_000  # ~250k tokens: far past any max_completion_length, so only runaway output
 
 
 class GraderFailure(RuntimeError):
@@ -36,6 +43,17 @@ class GradingStats:
     errors: Counter = field(default_factory=Counter)  # grader name -> completions it raised on
     masked: Counter = field(default_factory=Counter)
     flags: Counter = field(default_factory=Counter)  # reward-hack kind -> completions flagged
+    # Scalars a TRL reward function logged with `log_metric`, as `reward/<grader>/<name>`:
+    # sums and counts over completions, so that stats of several batches add up.
+    metric_sums: Counter = field(default_factory=Counter)
+    metric_counts: Counter = field(default_factory=Counter)
+
+    def metrics(self) -> dict[str, float]:
+        return {name: self.metric_sums[name] / count for name, count in self.metric_counts.items() if count}
+
+    def __add__(self, other: "GradingStats") -> "GradingStats":
+        return GradingStats(self.errors + other.errors, self.masked + other.masked, self.flags + other.flags,
+                            self.metric_sums + other.metric_sums, self.metric_counts + other.metric_counts)
 
 
 def _error_grade(exc: BaseException) -> Grade:
@@ -43,15 +61,36 @@ def _error_grade(exc: BaseException) -> Grade:
     return Grade(0.0, f"grader raised {type(exc).__name__}: {message}", error=True)
 
 
-def _grade_one_grader(grader, examples: Sequence[Example], completions: Sequence[str]) -> list[Grade]:
+def _call_batch(grader, examples: Sequence[Example], completions: Sequence[str],
+                context: BatchContext | None) -> list[Grade]:
+    grades = list(grader.grade_batch(examples, completions, context=context) if getattr(
+        grader, "accepts_context", False) else grader.grade_batch(examples, completions))
+    if len(grades) != len(completions):
+        raise BatchShapeError(f"returned {len(grades)} grades for {len(completions)} completions")
+    if not all(isinstance(g, Grade) for g in grades):
+        raise BatchShapeError("returned something that is not a Grade")
+    return grades
+
+
+def _grade_one_grader(grader, examples: Sequence[Example], completions: Sequence[str],
+                      context: BatchContext | None = None) -> list[Grade]:
     if isinstance(grader, BatchGrader):
         try:
-            grades = list(grader.grade_batch(examples, completions))
-            if len(grades) != len(completions):
-                raise ValueError(f"returned {len(grades)} grades for {len(completions)} completions")
-            return grades
-        except Exception as exc:  # a broken batch grader fails every completion, loudly (see check_health)
+            return _call_batch(grader, examples, completions, context)
+        except BatchShapeError as exc:  # the grader itself is wrong: every completion errs (see check_health)
             return [_error_grade(exc)] * len(completions)
+        except Exception as exc:
+            if len(completions) == 1:
+                return [_error_grade(exc)]
+        # Something in the batch broke it: grade each completion alone, so the error stays with its row.
+        grades = []
+        for i in range(len(completions)):
+            try:
+                grades += _call_batch(grader, examples[i:i + 1], completions[i:i + 1],
+                                      None if context is None else context.rows([i]))
+            except Exception as exc:
+                grades.append(_error_grade(exc))
+        return grades
     grades = []
     for example, completion in zip(examples, completions):
         try:
@@ -64,12 +103,32 @@ def _grade_one_grader(grader, examples: Sequence[Example], completions: Sequence
     return grades
 
 
-def grade_all(graders: Sequence[WeightedGrader], examples: Sequence[Example],
-              completions: Sequence[str]) -> tuple[list[GradedCompletion], GradingStats]:
-    """Grade completions[i] (answering examples[i]) with every grader and combine the scores."""
+def _too_long(completion: str) -> Grade:
+    return Grade(0.0, f"completion is {len(completion):,} characters; longer than {MAX_GRADED_CHARS:,} is not "
+                 "graded")
+
+
+def grade_with(grader, examples: Sequence[Example], completions: Sequence[str],
+               context: BatchContext | None = None) -> list[Grade]:
+    """One grader's grades for a batch; runaway completions are scored 0 without reaching it."""
+    keep = [i for i, c in enumerate(completions) if len(c) <= MAX_GRADED_CHARS]
+    if len(keep) == len(completions):
+        return _grade_one_grader(grader, examples, completions, context)
+    kept = iter(_grade_one_grader(grader, [examples[i] for i in keep], [completions[i] for i in keep],
+                                  None if context is None else context.rows(keep)) if keep else [])
+    return [next(kept) if len(c) <= MAX_GRADED_CHARS else _too_long(c) for c in completions]
+
+
+def grade_all(graders: Sequence[WeightedGrader], examples: Sequence[Example], completions: Sequence[str],
+              context: BatchContext | None = None) -> tuple[list[GradedCompletion], GradingStats]:
+    """Grade completions[i] (answering examples[i]) with every grader and combine the scores.
+
+    `context` carries what TRL reward functions read besides the text (token ids, the step)."""
     if len(examples) != len(completions):
         raise ValueError(f"{len(examples)} examples but {len(completions)} completions")
-    per_grader = {wg.grader.name: _grade_one_grader(wg.grader, examples, completions) for wg in graders}
+    if context is not None and context.completion_ids is not None and len(context.completion_ids) != len(completions):
+        raise ValueError(f"{len(context.completion_ids)} completion_ids for {len(completions)} completions")
+    per_grader = {wg.grader.name: grade_with(wg.grader, examples, completions, context) for wg in graders}
     weights = {wg.grader.name: wg.weight for wg in graders}
     stats = GradingStats()
     results = []
@@ -80,6 +139,9 @@ def grade_all(graders: Sequence[WeightedGrader], examples: Sequence[Example],
             stats.errors[name] += grade.error
             stats.masked[name] += grade.masked
             stats.flags.update(grade.flags)
+            for metric, value in grade.details.get("log_metric", {}).items():
+                stats.metric_sums[f"reward/{name}/{metric}"] += value
+                stats.metric_counts[f"reward/{name}/{metric}"] += 1
             if not grade.masked:
                 total += weights[name] * grade.score
                 weight_sum += weights[name]

@@ -39,7 +39,9 @@ from rftkit.data import Example
 from rftkit.graders.base import Grade, GraderParams, check_ordered_range, register
 from rftkit.graders.templates import Template, compile_template, SampleError
 
-_SCORE_RE = re.compile(r"(?:score|rating|result|grade)\W{0,3}\s*[:=]?\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+# One optional separator between two optional runs of spaces: `\s*[:=]?\s*` would try every split of
+# a long run of spaces between them (quadratic in its length).
+_SCORE_RE = re.compile(r"(?:score|rating|result|grade)\W{0,3}\s*(?:[:=]\s*)?(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 _FENCE_RE = re.compile(r"```(?:json)?\s*\n?(.*?)```", re.DOTALL)
 
 
@@ -52,18 +54,22 @@ class JudgeRequestError(RuntimeError):
 
 
 class Message(BaseModel):
+    """One of OpenAI's grader input messages (an EvalItem). `content` is a string, one content
+    object (`{"type": "input_text", "text": ...}`) or a list of them, as OpenAI accepts."""
+
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]]
+    content: str | dict[str, Any] | list[dict[str, Any]]
     type: Literal["message"] | None = None  # OpenAI's EvalItem carries it; ignored
 
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
         parts = []
-        for part in self.content:  # OpenAI content parts: {"type": "input_text", "text": ...}
-            if part.get("type") not in ("input_text", "output_text", "text") or "text" not in part:
-                raise ValueError(f"content part of type {part.get('type')!r} is not supported (text parts only)")
+        for part in [self.content] if isinstance(self.content, dict) else self.content:
+            if part.get("type") not in ("input_text", "output_text", "text") or not isinstance(part.get("text"), str):
+                raise ValueError(f"content part of type {part.get('type')!r} is not supported (text parts only: "
+                                 "input_text, output_text)")
             parts.append(part["text"])
         return "\n".join(parts)
 
@@ -280,7 +286,8 @@ class Judge:
             return None
         lo, hi = p.range
         clamped = min(hi, max(lo, value))
-        details: dict[str, Any] = {"judge_score": value, "reply": reply[:500]}
+        # "raw": the score on `range`, truncated to it: what an OpenAI multi grader's formula sees
+        details: dict[str, Any] = {"judge_score": value, "raw": clamped, "reply": reply[:500]}
         if p.pass_threshold is not None:
             details["passed"] = clamped >= p.pass_threshold
         note = "" if clamped == value else f" (outside {lo:g}..{hi:g}, clamped)"

@@ -4,25 +4,25 @@ All four compare the rendered `input` (default: the completion) with a rendered 
 `exact_match`, `numeric` and `math_equivalence` first extract the answer from the text (answer
 tags, `\\boxed{}`, GSM8K's `####`, the last number, or a regex group). Several candidate answers
 (two answer tags, two boxes) are rejected by default: a model that hedges must not collect the
-reward for whichever guess happened to be right.
+reward for whichever guess happened to be right. Extraction is linear in the text, a user's
+pattern has a time limit, and symbolic comparison runs with a hard time limit (`bounded.py`).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import string
-import threading
 import unicodedata
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from rftkit.data import Example
 from rftkit.graders.base import Grade, GraderParams, register
+from rftkit.graders.bounded import REGEX_TIMEOUT_S, MathTimeout, as_bounded_pattern, boxed_contents, \
+    compile_user_pattern, symbolic_compare, tag_contents
 from rftkit.graders.templates import OUTPUT_TEXT, Template, TemplateError, check_template, compile_template, \
     sample_errors_score_zero
 
@@ -67,42 +67,36 @@ def parse_number(text: str) -> float | None:
     match = _FULL_NUMBER_RE.match(text)
     if match is None:
         return None
-    value = float(match.group(1).replace(",", ""))
+    value = float(match.group(1).replace(",", ""))  # more digits than a float holds: inf, rejected later
     if match.group(2) is not None:
-        denominator = int(match.group(2))
-        return None if denominator == 0 else value / denominator
+        try:
+            denominator = int(match.group(2))
+            return None if denominator == 0 else value / denominator
+        except (ValueError, OverflowError):  # past int's 4,300-digit limit, or too large for a float
+            return None
     return value
 
 
 # ---------------------------------------------------------------- extraction
 
 
-def _boxed_contents(text: str) -> list[str]:
-    """Contents of every \\boxed{...} / \\fbox{...}, with nested braces matched (regex cannot)."""
-    found = []
-    for match in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
-        depth, start = 1, match.end()
-        for pos in range(start, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[pos], 0)
-            if depth == 0:
-                found.append(text[start:pos])
-                break
-    return found
-
-
 @dataclass(frozen=True)
 class Extractor:
     method: str
     tag: str = "answer"
-    pattern: re.Pattern | None = None
+    pattern: Any = None  # a `regex` pattern (a stdlib `re` one is recompiled with `regex`)
     on_multiple: str = "reject"
 
+    def __post_init__(self) -> None:
+        if self.pattern is not None:
+            object.__setattr__(self, "pattern", as_bounded_pattern(self.pattern))
+
     def candidates(self, text: str) -> list[str]:
+        """Raises TimeoutError when a regex pattern runs past REGEX_TIMEOUT_S."""
         if self.method == "answer_tag":
-            tag = re.escape(self.tag)
-            return re.findall(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)
+            return tag_contents(text, self.tag)
         if self.method == "boxed":
-            return _boxed_contents(text)
+            return boxed_contents(text)
         if self.method == "hash":
             return [line.split("\n", 1)[0] for line in text.split("####")[1:]]
         if self.method == "last_number":
@@ -111,12 +105,15 @@ class Extractor:
         if self.method == "regex":
             assert self.pattern is not None
             group = "answer" if "answer" in self.pattern.groupindex else (1 if self.pattern.groups else 0)
-            return [m.group(group) or "" for m in self.pattern.finditer(text)]
+            return [m.group(group) or "" for m in self.pattern.finditer(text, timeout=REGEX_TIMEOUT_S)]
         return [text]
 
     def __call__(self, text: str) -> tuple[str | None, str]:
         """(answer, "ok") or (None, why there is no single answer)."""
-        found = self.candidates(text)
+        try:
+            found = self.candidates(text)
+        except TimeoutError:
+            return None, f"{self.describe()} timed out after {REGEX_TIMEOUT_S:g} s on this output"
         if not found:
             return None, f"no answer found ({self.describe()})"
         if len(found) > 1 and self.on_multiple == "reject":
@@ -144,14 +141,12 @@ class ExtractParams(GraderParams):
         if info.data.get("extract") == "regex" and value is None:
             raise ValueError("extract: regex needs a 'pattern'")
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {value!r}: {exc}") from None
+            compile_user_pattern(value)
         return value
 
     def extractor(self) -> Extractor:
-        return Extractor(self.extract, self.tag, re.compile(self.pattern) if self.pattern else None, self.on_multiple)
+        return Extractor(self.extract, self.tag, compile_user_pattern(self.pattern) if self.pattern else None,
+                         self.on_multiple)
 
 
 # ---------------------------------------------------------------- string_check / exact_match
@@ -283,39 +278,29 @@ class MathEquivalenceParams(ExtractParams):
     extract: Extraction = "boxed"
     input: str = Field(OUTPUT_TEXT, description="Template of the text to extract the answer from.")
     reference: str = Field(description="Template of the expected answer (LaTeX or plain).")
-    timeout_s: int = Field(5, ge=1, description="Per-comparison sympy timeout (main thread only; math-verify "
-                           "uses signal.alarm, so worker threads rely on the length cap instead).")
+    timeout_s: float = Field(5.0, gt=0, description="Wall-clock limit of one symbolic comparison (it runs in "
+                             "a child process that is killed at the limit; the answer scores 0).")
     _check = field_validator("input", "reference")(check_template)
 
 
-def _math_parse(text: str, timeout: int | None) -> list:
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse  # ~0.4 s import, so lazy
-
-    wrapped = text if ("$" in text or "\\(" in text or "\\[" in text) else f"${text}$"
-    return parse(wrapped, extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
-                 fallback_mode="no_fallback", parsing_timeout=timeout)
-
-
-def math_equal(answer: str, reference: str, timeout_s: int = 5) -> tuple[bool, str]:
-    """Symbolic equality via math-verify (LaTeX parsed by latex2sympy, never `eval`)."""
+def math_equal(answer: str, reference: str, timeout_s: float = 5.0) -> tuple[bool, str]:
+    """Symbolic equality via math-verify (LaTeX parsed by latex2sympy, never `eval`), in a child
+    process with a hard time limit; numbers are compared here without it."""
     a_num, r_num = parse_number(answer), parse_number(reference)
     if a_num is not None and not math.isfinite(a_num):
-        return False, f"answer {answer!r} is not a finite number"
+        return False, f"answer {_short(answer)} is not a finite number"
     if a_num is not None and r_num is not None and math.isfinite(r_num):  # fast path, no sympy
         return math.isclose(a_num, r_num, rel_tol=1e-9, abs_tol=1e-12), "numeric comparison"
-    from math_verify import verify
-
-    timeout = timeout_s if threading.current_thread() is threading.main_thread() else None
-    gold = _math_parse(reference, timeout)
-    if not gold:
-        raise TemplateError(f"reference {reference!r} does not parse as math")
-    pred = _math_parse(answer, timeout)
-    if not pred:
-        return False, f"answer {_short(answer)} does not parse as math"
-    return bool(verify(gold, pred, timeout_seconds=timeout)), "symbolic comparison"
-
-
-logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every call when the timeout is off
+    try:
+        verdict = symbolic_compare(answer, reference, timeout_s)
+    except MathTimeout:
+        return False, f"symbolic comparison timed out after {timeout_s:g} s"
+    if "reference_error" in verdict:
+        raise TemplateError(f"reference {_short(reference)} {verdict['reference_error']}")
+    how = verdict["how"]
+    if how == "answer does not parse as math":
+        how = f"answer {_short(answer)} does not parse as math"
+    return verdict["equal"], how
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,12 @@
 - `weights`: without a formula, the weighted mean sum_i w_i s_i / sum_i w_i (default: equal weights).
 - `gate`: the score is 0 unless the named sub-grader scores at least `gate_threshold`
   (e.g. no credit for style when the answer is wrong).
+- `graders` is a mapping `{name: {type, ...}}`, or a list of graders each with its `name`.
+- `formula_sees`: `scores` (default): each sub-grader's score in [0, 1]; `outputs`: each
+  sub-grader's own output before it is mapped onto [0, 1], which is what OpenAI's multi grader
+  computes with (a `score_model` result on its `range`, truncated to it; a `python` grader's
+  returned float; `text_similarity`'s metric; `string_check`'s 0 or 1). The `openai` type uses
+  `outputs`.
 
 The result is clamped to [0, 1] (the raw value is kept in details). A sub-grader that raised
 makes the multi grade an error; a masked sub-grader masks it (the formula has a hole).
@@ -18,12 +24,12 @@ import ast
 import math
 import operator
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 from pydantic import Field, ValidationError, field_validator
 
 from rftkit.data import Example
-from rftkit.graders.base import GRADER_TYPES, BatchGrader, Grade, Grader, GraderParams, clamp01, register
+from rftkit.graders.base import GRADER_TYPES, BatchContext, Grade, Grader, GraderParams, clamp01, register
 
 _BINARY: dict[type, Callable[[float, float], float]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -106,12 +112,38 @@ def validate_sub_spec(name: str, spec: Any) -> dict[str, Any]:
     return spec
 
 
+def graders_by_name(graders: Any, where: str = "graders") -> Any:
+    """A list of graders (each with its `name`, as OpenAI's API reference writes them) as a mapping."""
+    if not isinstance(graders, list):
+        return graders
+    by_name: dict[str, Any] = {}
+    for i, spec in enumerate(graders):
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"{where}[{i}]: a grader in a list needs a 'name' that is an identifier (letters, "
+                             f"digits, _), since the formula refers to it; got {name!r}")
+        if name in by_name:
+            raise ValueError(f"{where}[{i}]: name {name!r} is used twice")
+        by_name[name] = spec
+    return by_name
+
+
 class MultiParams(GraderParams):
-    graders: dict[str, dict[str, Any]] = Field(min_length=1, description="Sub-graders by name: {name: {type, ...}}.")
+    graders: dict[str, dict[str, Any]] = Field(min_length=1, description="Sub-graders by name: {name: {type, ...}}, "
+                                               "or a list of graders each with a 'name'.")
     calculate_output: str | None = Field(None, description="Formula over sub-grader names.")
+    formula_sees: Literal["scores", "outputs"] = Field("scores", description="What a sub-grader's name stands for "
+                                                       "in the formula: its score in [0, 1], or its own output before "
+                                                       "mapping (a score_model's number on its range, a python "
+                                                       "grader's float), as OpenAI's multi grader does.")
     weights: dict[str, float] | None = Field(None, description="Weighted mean when there is no formula.")
     gate: str | None = Field(None, description="Sub-grader that must pass, else the score is 0.")
     gate_threshold: float = Field(1.0, ge=0, le=1, validate_default=True)
+
+    @field_validator("graders", mode="before")
+    @classmethod
+    def _list_to_mapping(cls, graders: Any) -> Any:
+        return graders_by_name(graders)
 
     @field_validator("graders")
     @classmethod
@@ -158,14 +190,17 @@ class Multi:
     weights: dict[str, float]
     gate: str | None
     gate_threshold: float
+    formula_sees: str = "scores"
+    accepts_context: ClassVar[bool] = True  # passed on to its sub-graders (TRL functions read it)
 
     def grade(self, example: Example, completion: str) -> Grade:
         return self.grade_batch([example], [completion])[0]
 
-    def grade_batch(self, examples: Sequence[Example], completions: Sequence[str]) -> list[Grade]:
+    def grade_batch(self, examples: Sequence[Example], completions: Sequence[str],
+                    context: BatchContext | None = None) -> list[Grade]:
         from rftkit.graders.combine import _grade_one_grader  # one place that turns raises into error grades
 
-        per_grader = {name: _grade_one_grader(g, examples, completions) for name, g in self.graders.items()}
+        per_grader = {name: _grade_one_grader(g, examples, completions, context) for name, g in self.graders.items()}
         return [self._combine({name: grades[i] for name, grades in per_grader.items()})
                 for i in range(len(completions))]
 
@@ -184,6 +219,10 @@ class Multi:
         if self.gate is not None and scores[self.gate] < self.gate_threshold:
             return Grade(0.0, f"gate {self.gate} not passed ({scores[self.gate]:.3f} < {self.gate_threshold:g}): "
                          f"{grades[self.gate].reason}"[:300], {"sub": sub}, flags=flags)
+        if self.formula_sees == "outputs":  # a sub-grader's own number where it has one (see the docstring)
+            scores = {name: float(g.details.get("raw", g.score)) for name, g in grades.items()}
+            for name, value in scores.items():
+                sub[name]["output"] = value
         try:
             raw = evaluate_formula(self.formula, scores) if self.formula is not None else \
                 sum(self.weights[n] * s for n, s in scores.items()) / sum(self.weights.values())
@@ -206,4 +245,5 @@ def _build(name: str, p: MultiParams) -> Multi:
         graders[sub_name] = grader_type.build(f"{name}.{sub_name}", params)
     formula = check_formula(p.calculate_output, set(graders)) if p.calculate_output else None
     weights = p.weights or {n: 1.0 for n in graders}
-    return Multi(name, graders, formula, {n: weights.get(n, 0.0) for n in graders}, p.gate, p.gate_threshold)
+    return Multi(name, graders, formula, {n: weights.get(n, 0.0) for n in graders}, p.gate, p.gate_threshold,
+                 p.formula_sees)

@@ -9,6 +9,14 @@ score_model -> score_model, label_model -> label_model, multi -> multi (sub-grad
 recursively, calculate_output kept), python -> the sandboxed `python` grader. `judge:`
 overrides where model graders run (base_url, api_key_env, backend, model, timeouts), since the
 OpenAI JSON only names a model. Unknown keys are errors naming their path in the JSON.
+
+As OpenAI accepts them: a message's `content` may be a string, one content object
+(`{"type": "input_text", "text": ...}`) or a list of them; a multi grader's `graders` may be a
+mapping from names to graders (the graders guide) or a list of graders with names (the API
+reference). In `calculate_output` each name stands for that grader's output as OpenAI computes
+it: a score_model's result on its `range` (truncated to the range), a python grader's returned
+float, text_similarity's metric, string_check's and label_model's 0 or 1 (multi's
+`formula_sees: outputs`); only the multi grader's own result is clamped to [0, 1].
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 
 from rftkit.graders.base import GRADER_TYPES, Grader, GraderParams, register
+from rftkit.graders.multi import graders_by_name
 
 _KEYS = {
     "string_check": {"input", "reference", "operation"},
@@ -66,10 +75,12 @@ def to_native(grader: Any, judge: dict[str, Any], where: str = "grader") -> dict
                              f"({PYTHON_GRADER_MODULE}), which is not available in this installation")
         params.pop("image_tag", None)  # OpenAI's container image; the local sandbox has its own
     elif kind == "multi":
-        subs = params.get("graders")
+        subs = graders_by_name(params.get("graders"), f"{where}.graders")
         if not isinstance(subs, dict) or not subs:
-            raise ValueError(f"{where}.graders: expected an object mapping names to graders")
+            raise ValueError(f"{where}.graders: expected an object mapping names to graders, or a list of graders "
+                             "with names")
         params["graders"] = {name: to_native(sub, judge, f"{where}.graders.{name}") for name, sub in subs.items()}
+        params["formula_sees"] = "outputs"  # OpenAI's formula computes with each grader's own output
     return {"type": kind, **params}
 
 

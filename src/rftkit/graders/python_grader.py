@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 
 from rftkit.data import Example
 from rftkit.graders.base import Grade, GraderParams, clamp01, register
+from rftkit.graders.bounded import loads_bounded
 from rftkit.sandbox.config import SandboxConfig
 
 
@@ -49,8 +50,8 @@ class PythonGraderParams(GraderParams):
 
 def _sample(completion: str) -> dict[str, Any]:
     try:
-        parsed = json.loads(completion)
-    except ValueError:
+        parsed = loads_bounded(completion)
+    except ValueError:  # not JSON, or nested deeper than MAX_JSON_DEPTH
         parsed = None
     return {"output_text": completion, "output_json": parsed}
 
@@ -69,10 +70,16 @@ class PythonGrader:
     def grade_batch(self, examples: Sequence[Example], completions: Sequence[str]) -> list[Grade]:
         from rftkit.sandbox import Job, get_pool
 
-        jobs = [Job("rftkit.sandbox.harness:run_grader", {"code": self._code, "sample": _sample(c),
-                                                          "item": _json_safe(e.to_row())}, self.params.timeout_s)
-                for e, c in zip(examples, completions)]
-        return [self._to_grade(r) for r in get_pool(self.params.sandbox).run_many(jobs)]
+        prepared: list[Job | Grade] = []
+        for example, completion in zip(examples, completions):
+            try:  # a row that cannot become JSON (nested past the recursion limit) fails alone
+                payload = {"code": self._code, "sample": _sample(completion), "item": _json_safe(example.to_row())}
+                prepared.append(Job("rftkit.sandbox.harness:run_grader", payload, self.params.timeout_s))
+            except (RecursionError, ValueError, TypeError) as exc:
+                prepared.append(Grade(0.0, f"example {example.id} cannot be passed to grade() as JSON: "
+                                      f"{type(exc).__name__}", error=True))
+        results = iter(get_pool(self.params.sandbox).run_many([p for p in prepared if isinstance(p, Job)]))
+        return [p if isinstance(p, Grade) else self._to_grade(next(results)) for p in prepared]
 
     @staticmethod
     def _to_grade(result) -> Grade:
@@ -82,10 +89,15 @@ class PythonGrader:
             why = problem or result.status_text()
             tail = result.stderr.strip().splitlines()[-1:] if result.stderr.strip() else []
             return Grade(0.0, f"python grader failed: {why}" + (f" ({tail[0][:200]})" if tail else ""), error=True)
-        raw = float(record["score"])
+        try:
+            raw = float(record["score"])
+        except (TypeError, ValueError):
+            return Grade(0.0, f"python grader returned {str(record['score'])[:60]!r}, not a number", error=True)
         score = clamp01(raw)
         note = "" if raw == score or math.isnan(raw) and score == 0 else f" (clamped from {raw:g})"
-        return Grade(score, f"grade() returned {raw:g}{note}", {"raw_score": raw} if math.isfinite(raw) else {})
+        # "raw": what an OpenAI multi grader's formula sees (grade()'s own return value)
+        details = {"raw": raw} if math.isfinite(raw) else {}
+        return Grade(score, f"grade() returned {raw:g}{note}", details)
 
 
 @register("python", PythonGraderParams, "OpenAI-style python grader: your grade(sample, item) -> float, inline "

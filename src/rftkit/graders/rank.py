@@ -20,6 +20,7 @@ from pydantic import Field, field_validator
 
 from rftkit.data import Example
 from rftkit.graders.base import Grade, GraderParams, register
+from rftkit.graders.bounded import loads_bounded
 from rftkit.graders.templates import OUTPUT_TEXT, Template, TemplateError, check_template, compile_template, \
     sample_errors_score_zero
 
@@ -34,8 +35,8 @@ def _json_list(text: str) -> list[str] | None:
     if not body.startswith("["):
         return None
     try:
-        value = json.loads(body)
-    except ValueError:
+        value = loads_bounded(body)
+    except ValueError:  # not JSON, or nested too deep to be a list of answers
         return None
     return [v if isinstance(v, str) else json.dumps(v) for v in value] if isinstance(value, list) else None
 

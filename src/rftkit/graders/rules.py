@@ -173,7 +173,10 @@ class JsonSchema:
     @sample_errors_score_zero
     def grade(self, example: Example, completion: str) -> Grade:
         data = self._parse(self.input.render(example, completion))
-        errors = sorted(self.validator.iter_errors(data), key=lambda e: list(e.path)) if self.validator else []
+        try:  # the depth limit of parsing keeps this far from Python's recursion limit; this is a backstop
+            errors = sorted(self.validator.iter_errors(data), key=lambda e: list(e.path)) if self.validator else []
+        except RecursionError:
+            return Grade(0.0, "output nests too deeply to validate")
         if self.credit == "all" or (self.credit == "reference_fields" and errors):
             if errors:
                 where = "/".join(str(p) for p in errors[0].path) or "(root)"

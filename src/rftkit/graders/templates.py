@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from rftkit.data import Example
 from rftkit.graders.base import Grade
+from rftkit.graders.bounded import loads_bounded
 
 # No braces inside a variable, so LaTeX around one works: "\\frac{{{item.a}}}{2}" -> \frac{3}{2}.
 _VAR_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
@@ -89,10 +90,11 @@ def _descend(value: Any, path: tuple[str, ...], what: str, error: type[ValueErro
 
 
 def parse_output_json(completion: str) -> Any:
-    """The completion as JSON, as OpenAI's `sample.output_json` (strict: NaN/Infinity rejected)."""
+    """The completion as JSON, as OpenAI's `sample.output_json` (strict: NaN/Infinity rejected; nested
+    deeper than MAX_JSON_DEPTH rejected)."""
     try:
-        return json.loads(completion, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError) as exc:
+        return loads_bounded(completion, parse_constant=_reject_constant)
+    except ValueError as exc:  # JSONDecodeError, a NaN constant, or too deep
         raise SampleError(f"output is not valid JSON: {exc}") from None
 
 
