@@ -1,6 +1,6 @@
 # The two set-up commands of the project (see README):
 #   make train   -> installs into .venv, then runs the main job (RFT on Countdown, embedded model)
-#   make test    -> installs into .venv, then runs the whole test suite
+#   make test    -> installs into .venv, then lints (ruff) and runs the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -21,4 +21,5 @@ train: setup
 	$(BIN)/rft train examples/countdown.yaml
 
 test: setup
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -n 2 tests

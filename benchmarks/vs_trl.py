@@ -252,7 +252,8 @@ def main() -> None:
                 procs[impl] = subprocess.Popen(
                     [sys.executable, __file__, "--worker", impl, "--steps", str(args.steps), "--seed", str(repeat),
                      "--result", str(Path(tmp) / f"{impl}-{repeat}.json"), "--turn-fifos", str(fifos[impl]),
-                     str(fifos[other]), "--device", args.device], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if impl == "trl" else None)
+                     str(fifos[other]), "--device", args.device],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if impl == "trl" else None)
             kickoff = os.open(fifos[first], os.O_RDWR)
             os.write(kickoff, b"t")  # the first side's first turn
             for impl, proc in procs.items():
@@ -280,7 +281,8 @@ def main() -> None:
     import trl
 
     result = {"benchmark": "vs_trl", "command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "steps": args.steps, "repeats": args.repeats, "device": args.device, "speedup_per_step": round(speedup, 2),
+              "steps": args.steps, "repeats": args.repeats, "device": args.device,
+              "speedup_per_step": round(speedup, 2),
               "peak_memory_ratio": round(memory_ratio, 3), "goals_met": speedup >= 3 and memory_ratio <= 1,
               "rftkit": ours, "trl": theirs,
               "machine": {"cpus": len(os.sched_getaffinity(0)), "torch": torch.__version__, "trl": trl.__version__,

@@ -33,7 +33,8 @@ class ModelConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype of the base model. 'auto': bfloat16 on a CUDA device that supports it "
         "(compute capability 8.0+), float32 everywhere else (CPU, MPS, older GPUs).")
-    allow_download: bool = Field(False, description="Let transformers fetch the model from the hub if it is not cached.")
+    allow_download: bool = Field(False, description="Let transformers fetch the model from the hub if it is not "
+                                 "cached.")
     chat_template: bool = Field(True, description="Render prompts through the tokenizer's chat template "
                                 "(false: the raw prompt text is the model input).")
 
@@ -125,9 +126,6 @@ class EvalConfig(Section):
     max_completion_length: int | None = Field(None, ge=1, description="null: same as train.max_completion_length.")
     overfit_patience: int = Field(3, ge=2, description="Warn when validation accuracy fell this many evaluations in "
                                   "a row while the training reward rose.")
-
-
-ALGORITHMS = ("grpo", "dr_grpo", "dapo", "rloo", "ppo")
 
 
 class RolloutConfig(Section):
@@ -334,7 +332,8 @@ def reference_markdown() -> str:
                 sections.append((f"{prefix}{name}", annotation))
                 continue
             default = "required" if info.is_required() else (
-                "{}" if info.default_factory is dict else json.dumps(info.get_default(call_default_factory=True), default=str))
+                "{}" if info.default_factory is dict
+                else json.dumps(info.get_default(call_default_factory=True), default=str))
             type_name = (annotation.__name__ if isinstance(annotation, type) else
                          str(annotation).replace("typing.", "")).replace("|", "\\|")
             rows.append(f"| `{prefix}{name}` | `{type_name}` | `{default}` | {info.description or ''} |")

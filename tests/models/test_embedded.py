@@ -15,7 +15,8 @@ def test_shipped_model_loads_with_auto_classes_and_chat_template():
     assert model.config.model_type == "qwen2"
     assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 5e6
     assert (EMBEDDED_DIR / "model.safetensors").stat().st_size < 8 * 2**20
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                         add_generation_prompt=True)
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|pad|>"
     # digits are single tokens, so 123 and 124 share their first two tokens

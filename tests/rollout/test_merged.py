@@ -51,13 +51,15 @@ def test_merged_sampling_records_the_policys_logprobs(setup):
     policy, tokenizer, model_config, examples = setup
     _randomise_adapter(policy, 2)
     backend = HFBackend("on")
-    batch = backend.generate(policy, tokenizer, examples, SamplingSettings(3, 16, 1.0, 1.0), torch.Generator().manual_seed(0))
+    batch = backend.generate(policy, tokenizer, examples, SamplingSettings(3, 16, 1.0, 1.0),
+                             torch.Generator().manual_seed(0))
     assert backend.merged is not None
     fresh, _ = token_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                               batch.completion_mask, 1.0)
     mask = batch.completion_mask[:, :fresh.shape[1]].bool()
     torch.testing.assert_close(batch.old_logprobs[:, :fresh.shape[1]][mask], fresh[mask], atol=1e-4, rtol=1e-4)
-    unmerged = HFBackend("off").generate(policy, tokenizer, examples, SamplingSettings(3, 16, 1.0, 1.0), torch.Generator().manual_seed(0))
+    unmerged = HFBackend("off").generate(policy, tokenizer, examples, SamplingSettings(3, 16, 1.0, 1.0),
+                                         torch.Generator().manual_seed(0))
     assert unmerged.completions == batch.completions  # same draws: the two models differ only by rounding
     bare = policy.get_base_model()  # another model through the same backend: decided afresh, nothing to merge
     backend.generate(bare, tokenizer, examples[:1], SamplingSettings(1, 4, 1.0, 1.0), torch.Generator().manual_seed(0))
@@ -79,12 +81,15 @@ def test_backend_encodes_each_prompt_once(setup, monkeypatch):
     from rftkit.models.loading import encode_prompts
 
     calls = []
-    monkeypatch.setattr(rollout, "encode_prompts", lambda tok, exs, *a: calls.append(len(exs)) or encode_prompts(tok, exs, *a))
+    monkeypatch.setattr(rollout, "encode_prompts",
+                        lambda tok, exs, *a: calls.append(len(exs)) or encode_prompts(tok, exs, *a))
     backend = HFBackend("on")
     first = backend.encode(tokenizer, examples[:3], model_config.chat_template, None)
     assert first == encode_prompts(tokenizer, examples[:3], model_config.chat_template, None) and calls == [3]
-    assert backend.encode(tokenizer, examples[1:4], model_config.chat_template, None)[:2] == first[1:] and calls == [3, 1]
+    assert backend.encode(tokenizer, examples[1:4], model_config.chat_template, None)[:2] == first[1:]
+    assert calls == [3, 1]
     with_system = backend.encode(tokenizer, examples[:1], model_config.chat_template, "Be brief.")
     assert with_system != first[:1] and calls == [3, 1, 1]  # another system prompt is another prompt
-    backend.encode(load_tokenizer(model_config), examples[:1], model_config.chat_template, None)  # another tokenizer: afresh
+    # another tokenizer: afresh
+    backend.encode(load_tokenizer(model_config), examples[:1], model_config.chat_template, None)
     assert calls == [3, 1, 1, 1]

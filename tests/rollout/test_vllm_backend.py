@@ -97,7 +97,8 @@ def test_rollout_batch_from_vllm_outputs_matches_the_policy(model, tmp_path):
     engine = FakeLLM()
     backend = VllmBackend(engine, tmp_path / "adapters", SamplingParams, LoRARequest)
     _perturb(policy, 0)
-    batch = backend.generate(policy, tokenizer, examples, SamplingSettings(4, 12, 0.8, 1.0), torch.Generator().manual_seed(0))
+    batch = backend.generate(policy, tokenizer, examples, SamplingSettings(4, 12, 0.8, 1.0),
+                             torch.Generator().manual_seed(0))
     prompts, params, request = engine.calls[-1]
     assert len(prompts) == 3 and all(set(p) == {"prompt_token_ids"} for p in prompts)  # each prompt once
     assert (params.n, params.max_tokens, params.temperature, params.logprobs) == (4, 12, 0.8, 0)
@@ -124,7 +125,8 @@ def test_each_step_loads_the_current_adapter_under_a_new_id(model, tmp_path):
     runs = []
     for step in range(2):
         _perturb(policy, 10 + step)  # the update changed the adapter
-        runs.append(backend.generate(policy, tokenizer, examples[:1], SamplingSettings(2, 8, 1.0, 1.0, greedy=True), torch.Generator().manual_seed(5)))
+        runs.append(backend.generate(policy, tokenizer, examples[:1], SamplingSettings(2, 8, 1.0, 1.0, greedy=True),
+                                     torch.Generator().manual_seed(5)))
     first, second = engine.calls[0][2], engine.calls[1][2]
     assert (first.lora_int_id, second.lora_int_id) == (1, 2) and first.lora_name != second.lora_name
     assert engine.calls[0][1].temperature == 0.0  # greedy
@@ -137,7 +139,8 @@ def test_rft_eval_of_the_base_model_loads_no_adapter(model, tmp_path):
     tokenizer, policy, examples = model
     engine = FakeLLM()
     backend = VllmBackend(engine, tmp_path / "adapters", SamplingParams, LoRARequest)
-    batch = backend.generate(load_base_model(ModelConfig()), tokenizer, examples, SamplingSettings(1, 8, 1.0, 1.0), torch.Generator().manual_seed(0))
+    batch = backend.generate(load_base_model(ModelConfig()), tokenizer, examples, SamplingSettings(1, 8, 1.0, 1.0),
+                             torch.Generator().manual_seed(0))
     assert engine.calls[-1][2] is None and len(batch.completions) == len(examples)
     assert not (tmp_path / "adapters").exists() or not any((tmp_path / "adapters").iterdir())
 

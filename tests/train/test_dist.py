@@ -15,7 +15,7 @@ import torch
 
 from rftkit.algorithms.grpo import group_relative_advantages
 from rftkit.config import DataConfig, ModelConfig
-from rftkit.models.loading import encode_prompts, load_tokenizer
+from rftkit.models.loading import load_tokenizer
 from rftkit.rollout import generate_rollouts
 from rftkit.tasks import load_examples
 from rftkit.train.dist import LOCAL, TorchDistributed, launched_by_torchrun

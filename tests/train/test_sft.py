@@ -19,8 +19,8 @@ def test_loss_counts_completion_tokens_only(tmp_path):
     tokenizer = load_tokenizer(config.model)
     policy = attach_lora(load_base_model(config.model), config.lora)
     examples = [Example(id="a", prompt="Using the numbers [1, 2], make 3."), Example(id="b", prompt="Hi")]
-    batch = encode_pairs(tokenizer, examples, ["<answer>1+2</answer>", "<answer>7</answer>"], config.model.chat_template,
-                         config.data.system_prompt)
+    batch = encode_pairs(tokenizer, examples, ["<answer>1+2</answer>", "<answer>7</answer>"],
+                         config.model.chat_template, config.data.system_prompt)
     assert batch.completion_ids[0, batch.completion_mask[0].sum() - 1] == tokenizer.eos_token_id  # EOS is a target
     # by hand: full forward on prompt + completion, NLL of completion tokens (EOS included) only
     nll, count = 0.0, 0

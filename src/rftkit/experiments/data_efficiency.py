@@ -120,7 +120,8 @@ def main(quick: bool, seeds: list[int], output: str | None, budget: float | None
     results = run_study(plan, seeds, out, jobs)
     wall = round(time.perf_counter() - started, 1)
     text = (f"Held-out accuracy on {plan.val_size} Countdown puzzles, sampled at T=1 (relative change vs base):\n\n"
-            f"{table(results, plan.sizes, 'accuracy')}\n\nGreedy:\n\n{table(results, plan.sizes, 'accuracy_greedy')}\n\n"
+            f"{table(results, plan.sizes, 'accuracy')}\n\nGreedy:\n\n"
+            f"{table(results, plan.sizes, 'accuracy_greedy')}\n\n"
             f"Budget {plan.budget_seconds:.0f} s of training per arm (SFT→RFT: {plan.warmup_fraction:.0%} SFT), "
             f"seeds {seeds}, {jobs} at a time, total wall time {wall:.0f} s.")
     meta = {"plan": plan.__dict__, "seeds": seeds, "jobs": jobs, "wall_seconds": wall, "quick": quick}

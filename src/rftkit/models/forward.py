@@ -77,7 +77,7 @@ def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_m
     """
     # Built with whole-batch index arithmetic (no per-row loop): completions are contiguous from their
     # first column, prompts are left-padded.
-    groups, rows = len(starts), completion_ids.shape[0]
+    groups = len(starts)
     device = completion_ids.device
     group_of_row = torch.repeat_interleave(torch.arange(groups, device=device), counts)  # [N]
     lengths = completion_mask.sum(-1)  # [N]
@@ -87,7 +87,8 @@ def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_m
     offset = before - before[starts][group_of_row]  # [N] ... and before it within its group
     width = int((plen + torch.zeros(groups, dtype=torch.long, device=device).index_add(0, group_of_row, lengths)).max())
     ids = torch.zeros((groups, width), dtype=torch.long, device=device)
-    segment = torch.full((groups, width), -1, dtype=torch.long, device=device)  # -1: padding, 0: prompt, j: completion j
+    # -1: padding, 0: prompt, j: completion j
+    segment = torch.full((groups, width), -1, dtype=torch.long, device=device)
     position = torch.zeros((groups, width), dtype=torch.long, device=device)
     u, col = group_prompt.nonzero(as_tuple=True)  # prompt tokens, in order within each row
     dest = (group_prompt.cumsum(-1) - 1)[u, col]
@@ -102,7 +103,8 @@ def _forward_packed(model, prompt_ids, prompt_mask, completion_ids, completion_m
     causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
     keys = segment[:, None, :]
     allowed = causal & ((keys == 0) | (keys == segment[:, :, None])) & (keys != -1)  # [U, S, S]
-    if fused_forward != "off" and FusedForward.supports(model):  # PEFT's function in fewer, larger matmuls (rftkit.models.kernels.fused_forward)
+    # PEFT's function in fewer, larger matmuls (rftkit.models.kernels.fused_forward)
+    if fused_forward != "off" and FusedForward.supports(model):
         first = max(int(plen.min()) - 1, 0)  # no earlier column predicts a completion token
         hidden = FusedForward.hidden_states(model, ids, allowed[:, None], position, queries_from=first)
         hidden = hidden[group_of_row[:, None], (source - first).clamp(min=0)]
@@ -142,7 +144,8 @@ def token_logprobs_and_values(model, value_head, prompt_ids, prompt_mask, comple
     real = completion_mask[:, :completion_ids.shape[1]].bool()
     where = real.nonzero(as_tuple=True)
     logp_all = torch.log_softmax(logits / temperature, dim=-1)  # [M, V]
-    logprobs = logp_all.new_zeros(real.shape).index_put(where, logp_all.gather(-1, completion_ids[where][:, None])[:, 0])
+    chosen = logp_all.gather(-1, completion_ids[where][:, None])[:, 0]
+    logprobs = logp_all.new_zeros(real.shape).index_put(where, chosen)
     entropy = None
     if with_entropy:
         entropy = logp_all.new_zeros(real.shape).index_put(where, -(logp_all.exp() * logp_all).sum(-1))

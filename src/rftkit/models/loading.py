@@ -170,7 +170,8 @@ def lora_parts(linear):
         raise TypeError("only one active adapter is supported")
     adapter = adapters[0]
     dropout = linear.lora_dropout[adapter]
-    if adapter in getattr(linear, "lora_variant", {}) or (dropout.training and not isinstance(dropout, torch.nn.Identity)):
+    active_dropout = dropout.training and not isinstance(dropout, torch.nn.Identity)
+    if adapter in getattr(linear, "lora_variant", {}) or active_dropout:
         raise TypeError("LoRA variants (DoRA, ...) and active dropout are not supported")
     if getattr(linear, "lora_bias", {}).get(adapter, False):
         raise TypeError("LoRA bias is not supported")

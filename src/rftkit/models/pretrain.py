@@ -57,7 +57,8 @@ def _corpus(recipe: PretrainRecipe) -> list[tuple[str, str]]:
         puzzle = countdown.make_puzzle(rng, opts)
         if (tuple(sorted(puzzle["numbers"])), puzzle["target"]) in excluded:
             continue
-        pairs.append((countdown.render_prompt(puzzle["numbers"], puzzle["target"]), completion_text(puzzle["solution"])))
+        pairs.append((countdown.render_prompt(puzzle["numbers"], puzzle["target"]),
+                      completion_text(puzzle["solution"])))
     return pairs
 
 
@@ -143,7 +144,8 @@ def build(output_dir: str | Path = EMBEDDED_DIR, recipe: PretrainRecipe | None =
     tokenizer = train_tokenizer(_tokenizer_corpus(pairs[:20000]))
     ids, loss_mask = _encode(tokenizer, pairs)
     model = new_model(tokenizer, seed=recipe.seed)
-    log(f"corpus {len(pairs)} puzzles, vocab {len(tokenizer)}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
+    millions = sum(p.numel() for p in model.parameters()) / 1e6
+    log(f"corpus {len(pairs)} puzzles, vocab {len(tokenizer)}, {millions:.2f} M "
         f"parameters, sequence length <= {ids.shape[1]}")
     train(model, ids, loss_mask, recipe, log=log)
     output_dir = Path(output_dir)

@@ -57,7 +57,8 @@ class HFBackend:
         self.tokenizer = None  # the tokenizer `prompt_ids` was encoded with
         self.prompt_ids: dict[tuple, list[int]] = {}  # training revisits its prompts: render each chat once
 
-    def encode(self, tokenizer, examples: list[Example], chat_template: bool, system_prompt: str | None) -> list[list[int]]:
+    def encode(self, tokenizer, examples: list[Example], chat_template: bool,
+               system_prompt: str | None) -> list[list[int]]:
         if tokenizer is not self.tokenizer:
             self.tokenizer, self.prompt_ids = tokenizer, {}
         keys = [(example.id, example.prompt, repr(example.messages), system_prompt, chat_template)

@@ -76,7 +76,8 @@ class VllmBackend:
 
         num_generations = settings.num_generations
         prompts = encode_prompts(tokenizer, examples, settings.chat_template, settings.system_prompt)
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))  # vLLM's per-request seed
+        # vLLM's per-request seed
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
         params = self.sampling_params(n=num_generations, temperature=0.0 if settings.greedy else settings.temperature,
                                       top_p=settings.top_p, max_tokens=settings.max_new_tokens, logprobs=0, seed=seed,
                                       stop_token_ids=sorted(stop_token_ids(tokenizer)))

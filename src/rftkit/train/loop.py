@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from rftkit.algorithms.registry import ALGORITHMS, Models, next_kl_coef
+from rftkit.algorithms.registry import Models, next_kl_coef
 from rftkit.config import RFTConfig
-from rftkit.eval.validate import EvalSettings, evaluate
+from rftkit.eval.validate import evaluate
 from rftkit.logging.sinks import overfitting_warning, sample_records
 from rftkit.rollout import RolloutBackend, SamplingSettings, build_backend
 from rftkit.train.checkpoint import capture_rng, save_checkpoint
@@ -35,7 +35,8 @@ from rftkit.train.update import UpdateSettings, UpdateStats, update_policy
 log = logging.getLogger("rftkit")
 
 
-def step_metrics(run: Run, data: StepData, stats: UpdateStats, extra: dict[str, float], times: dict[str, float]) -> dict:
+def step_metrics(run: Run, data: StepData, stats: UpdateStats, extra: dict[str, float],
+                 times: dict[str, float]) -> dict:
     """The step's metrics record over every rank's completions (the same record on every rank)."""
     view = run.collective.gather(_step_view(run, data))
     rewards = torch.cat([v["rewards"] for v in view])
@@ -181,7 +182,8 @@ def _train(run: Run, progress: bool) -> dict:
         set_learning_rate(run)
         for _ in range(cfg.grpo.num_iterations):
             stats = update_policy(run.learner, data.rollouts, targets, data.weights, settings, run.collective)
-        run.kl_coef = next_kl_coef(cfg, run.kl_coef, stats.kl, len(data.rollouts.completions) * run.collective.world_size)
+        completions = len(data.rollouts.completions) * run.collective.world_size
+        run.kl_coef = next_kl_coef(cfg, run.kl_coef, stats.kl, completions)
         state.step += 1
         times = data.times | {"update": time.perf_counter() - t2}
         spent += sum(times.values())

@@ -71,8 +71,9 @@ def _value_head(config: RFTConfig, hidden_size: int, checkpoint: Path | None,
 
 
 def _check_kernels(config: RFTConfig, policy) -> None:
-    if config.train.fused_forward == "on" and (config.train.gradient_checkpointing or not FusedForward.supports(policy)):
-        why = ("train.gradient_checkpointing runs the model's own forward" if config.train.gradient_checkpointing
+    checkpointing = config.train.gradient_checkpointing
+    if config.train.fused_forward == "on" and (checkpointing or not FusedForward.supports(policy)):
+        why = ("train.gradient_checkpointing runs the model's own forward" if checkpointing
                else "the fused kernels support Qwen2/Llama policies with plain LoRA adapters only")
         raise ConfigError(f"train.fused_forward: 'on' but {why}; use 'auto' or 'off'")
 
@@ -117,7 +118,8 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool) -> Run:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(config, run_dir / "config.yaml")
         truncate = state.step if checkpoint is not None else -1  # a fresh run starts empty files
-        metrics, samples = JsonlSink(run_dir / "metrics.jsonl", truncate), JsonlSink(run_dir / "samples.jsonl", truncate)
+        metrics = JsonlSink(run_dir / "metrics.jsonl", truncate)
+        samples = JsonlSink(run_dir / "samples.jsonl", truncate)
     learner = Learner(policy, optimizer, params, value_head, config.train.gradient_checkpointing)
     return Run(config, run_dir, device, collective, tokenizer, learner, lora_count, graders, train_examples,
                val_examples, generator, state, metrics, samples, ALGORITHMS[config.algorithm],

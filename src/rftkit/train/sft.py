@@ -81,7 +81,8 @@ def run_sft(policy, tokenizer, examples: list[Example], cfg: SftConfig, config: 
                              config.model.chat_template, config.data.system_prompt, device)
         optimizer.zero_grad(set_to_none=True)
         with training_mode(policy, config.train.gradient_checkpointing):
-            value = sft_loss(policy, batch, "off" if config.train.gradient_checkpointing else config.train.fused_forward)
+            fused = "off" if config.train.gradient_checkpointing else config.train.fused_forward
+            value = sft_loss(policy, batch, fused)
             value.backward()
         torch.nn.utils.clip_grad_norm_(params, config.train.max_grad_norm)
         optimizer.step()
