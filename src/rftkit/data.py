@@ -74,7 +74,8 @@ def _turns(value: Any, key: str, where: str) -> tuple[dict[str, str], ...]:
     if not isinstance(value, list) or not value:
         raise DataError(f"{where}: '{key}' must be a non-empty list of {{'role', 'content'}} objects")
     for i, turn in enumerate(value):
-        if not isinstance(turn, dict) or not isinstance(turn.get("role"), str) or not isinstance(turn.get("content"), str):
+        if not isinstance(turn, dict) or not isinstance(turn.get("role"), str) \
+                or not isinstance(turn.get("content"), str):
             raise DataError(f"{where}: {key}[{i}] must be an object with string 'role' and 'content' (text content "
                             "only; content parts and images are not supported)")
         if turn["role"] not in ("system", "user", "assistant"):

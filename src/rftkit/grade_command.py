@@ -15,10 +15,8 @@ character can fail to encode (a lone surrogate is written as its `\\udXXX` escap
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from rftkit.config import ConfigError, RFTConfig, load_config

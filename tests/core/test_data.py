@@ -75,3 +75,47 @@ def test_file_source_with_train_size_and_val_source(tmp_path):
     assert "p3" not in [e.prompt for e in train] and len(train) == 8
     with pytest.raises(DataError, match="data.options"):
         load_examples(DataConfig(source=str(train_path), options={"x": 1}))
+
+
+def test_trl_conversational_prompt_rows_load_as_they_are(tmp_path):
+    row = {"prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}],
+           "completion": [{"role": "assistant", "content": "4"}], "solution": "4"}
+    (example,) = load_jsonl(write(tmp_path / "trl.jsonl", [json.dumps(row)]))
+    assert example.prompt is None and example.chat() == row["prompt"]
+    assert example.fields == {"completion": row["completion"], "solution": "4"}
+    assert example.to_row() == {"id": example.id, **row}  # written back under 'prompt', as it came
+
+
+@pytest.mark.parametrize("prompt, message", [
+    ([], "'prompt' must be a non-empty list"),
+    ([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "prompt\\[0\\] must be an object.*text content"),
+    ([{"role": "tool", "content": "x"}], "prompt\\[0\\].role is 'tool'"),
+    (3, "'prompt' must be a non-empty string or a list of messages")])
+def test_malformed_trl_prompt_names_the_message(tmp_path, prompt, message):
+    with pytest.raises(DataError, match=message):
+        load_jsonl(write(tmp_path / "bad.jsonl", [json.dumps({"prompt": prompt})]))
+
+
+def test_lines_that_cannot_be_read_name_the_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"prompt": "a"}\n{"prompt": "caf\xe9"}\n')
+    with pytest.raises(DataError, match="d.jsonl:2: not valid UTF-8"):
+        load_jsonl(path)
+    path.write_bytes(b'{"prompt": "a"}\n' + b'{"x": ' * 100_000 + b"1" + b"}" * 100_000 + b"\n")
+    with pytest.raises(DataError, match="d.jsonl:2: JSON nested too deeply"):
+        load_jsonl(path)
+
+
+def test_a_line_separator_inside_a_string_does_not_split_the_row(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"prompt": "one\u2028two\x1cthree"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert load_jsonl(path)[0].prompt == "one\u2028two\x1cthree"
+
+
+def test_written_jsonl_survives_lone_surrogates(tmp_path):
+    from rftkit.data import read_jsonl_rows, write_jsonl
+
+    rows = [{"completion": "ok \ud800 \udfff", "nested": {"k\udc80": ["\ud83d"]}}, {"plain": "été"}]
+    write_jsonl(tmp_path / "out.jsonl", rows)
+    assert [row for row, _ in read_jsonl_rows(tmp_path / "out.jsonl")] == rows
+    assert "été" in (tmp_path / "out.jsonl").read_text(encoding="utf-8")  # other text stays readable

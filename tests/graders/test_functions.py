@@ -4,7 +4,6 @@ import textwrap
 import pytest
 
 from rftkit.graders import GRADER_TYPES
-from rftkit.graders.base import Grade
 from rftkit.graders.combine import grade_all
 from rftkit.graders import WeightedGrader
 

@@ -82,3 +82,37 @@ def test_arguments():
     add_grade_arguments(parser)
     args = parser.parse_args(["c.yaml", "--samples", "s.jsonl", "--show", "3", "--set", "a=1", "--set", "b=2"])
     assert (args.samples, args.show, args.overrides, args.output) == ("s.jsonl", 3, ["a=1", "b=2"], None)
+
+
+def test_lone_surrogates_are_printed_and_written_safely(tmp_path):
+    """A completion may hold a lone surrogate (JSON allows "\\ud800"); UTF-8 cannot encode it."""
+    config = {"data": {"source": "countdown"},
+              "graders": [{"name": "tag", "type": "exact_match", "extract": "answer_tag", "reference": "{{item.a}}"}]}
+    samples = write(tmp_path, "s.jsonl", json.dumps({"prompt": "p\ud800", "a": "\udfff", "id": "x\udc00",
+                                                     "completion": "<answer>\udfff</answer> \ud83d"}) + "\n")
+    output = tmp_path / "graded.jsonl"
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # a terminal: strict UTF-8
+    assert run_grade(write(tmp_path, "c.yaml", config), samples, str(output), 5, [], out=out) == 0
+    out.flush()
+    assert "\\udfff" in out.buffer.getvalue().decode("utf-8")
+    row = json.loads(output.read_text(encoding="utf-8"))  # valid JSON, the same strings back
+    assert row["completion"] == "<answer>\udfff</answer> \ud83d" and row["grades"]["tag"]["score"] == 1.0
+
+
+def test_invalid_utf8_in_samples_names_the_line(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"prompt": "p", "completion": "ok"}\n{"prompt": "p", "completion": "\xff\xfe"}\n')
+    with pytest.raises(DataError, match="s.jsonl:2: not valid UTF-8 \\(byte 0xff"):
+        read_samples(str(path))
+
+
+def test_trl_functions_get_completion_ids_from_the_tokenizer(tmp_path):
+    rewards = tmp_path / "lengths.py"
+    rewards.write_text("def tokens(completion_ids, **kwargs):\n    return [float(len(i)) for i in completion_ids]\n")
+    config = {"data": {"source": "countdown"},
+              "graders": [{"name": "n", "type": "function", "function": f"{rewards}:tokens", "range": [0, 100]}]}
+    samples = write(tmp_path, "s.jsonl", json.dumps({"prompt": "p", "completion": "one two three"}) + "\n")
+    output = tmp_path / "graded.jsonl"
+    assert run_grade(write(tmp_path, "c.yaml", config), samples, str(output), 0, [], out=io.StringIO()) == 0
+    grade = json.loads(output.read_text())["grades"]["n"]
+    assert not grade["error"] and grade["details"]["raw"] >= 3  # the embedded model's tokenizer

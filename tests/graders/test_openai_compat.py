@@ -97,7 +97,8 @@ def test_python_grader_maps_or_explains():
     ({**SCORE_MODEL, "temperature": 0}, "unknown key\\(s\\) \\['temperature'\\]"),
     ({"type": "cosine_magic"}, "not supported"),
     ({**MULTI, "calculate_output": "name + phone"}, "unknown name 'phone'"),
-    ({**MULTI, "graders": {"name": {**STRING_CHECK, "reference": "{{nope.x}}"}}}, "graders.name.reference: template variable")])
+    ({**MULTI, "graders": {"name": {**STRING_CHECK, "reference": "{{nope.x}}"}}},
+     "graders.name.reference: template variable")])
 def test_config_errors_name_the_key(grader, message):
     with pytest.raises(ConfigError, match=message):
         parse_config({"graders": [{"name": "g", "type": "openai", "grader": grader}]})
@@ -109,3 +110,102 @@ def test_in_a_full_config(tmp_path):
     config = parse_config({"graders": [{"name": "fields", "type": "openai", "grader_json": str(path)}]})
     (weighted,) = build_graders(config.graders)
     assert weighted.grader.name == "fields"
+
+
+# The label_model object of OpenAI's API reference (Graders > Label Model Grader), verbatim except
+# the model name the local server answers to: each `content` is one content object.
+API_REFERENCE_LABEL_MODEL = {
+    "name": "First label grader",
+    "type": "label_model",
+    "model": "gpt-4o-2024-08-06",
+    "input": [
+        {
+            "type": "message",
+            "role": "system",
+            "content": {
+                "type": "input_text",
+                "text": "Classify the sentiment of the following statement as one of positive, neutral, or negative"
+            }
+        },
+        {
+            "type": "message",
+            "role": "user",
+            "content": {
+                "type": "input_text",
+                "text": "Statement: {{item.response}}"
+            }
+        }
+    ],
+    "passing_labels": [
+        "positive"
+    ],
+    "labels": [
+        "positive",
+        "neutral",
+        "negative"
+    ]
+}
+
+
+def test_content_as_one_object_as_in_the_api_reference(judge_server):
+    grader = make("openai", grader=API_REFERENCE_LABEL_MODEL, judge={"base_url": judge_server.base_url,
+                                                                     "model": "garbage", "max_retries": 0})
+    grader.grade(ex(response="I love it"), "ignored")
+    sent = judge_server.requests[-1]["messages"]
+    assert sent[0] == {"role": "system", "content": "Classify the sentiment of the following statement as one of "
+                       "positive, neutral, or negative"}
+    assert sent[1]["content"].startswith("Statement: I love it")
+
+
+@pytest.mark.parametrize("content", [
+    "Reference answer: {{item.reference_answer}}\nModel answer: {{sample.output_text}}",
+    {"type": "input_text", "text": "Reference answer: {{item.reference_answer}}\nModel answer: {{sample.output_text}}"},
+    [{"type": "input_text", "text": "Reference answer: {{item.reference_answer}}"},
+     {"type": "input_text", "text": "Model answer: {{sample.output_text}}"}]], ids=["string", "object", "list"])
+def test_content_string_object_or_list_of_parts_grade_alike(judge_server, content):
+    grader = make("openai", grader={**SCORE_MODEL, "input": [{"role": "user", "content": content}]},
+                  judge={"base_url": judge_server.base_url})
+    assert grader.grade(ex(reference_answer="blue sky"), "the sky is blue").score == 1.0
+
+
+def test_image_content_is_refused_at_config_time():
+    image = {"role": "user", "content": [{"type": "input_image", "image_url": "https://example.com/x.png"}]}
+    with pytest.raises(ConfigError, match="input_image.*text parts only"):
+        parse_config({"graders": [{"name": "s", "type": "openai", "grader": {**SCORE_MODEL, "input": [image]}}]})
+
+
+def test_multi_graders_given_as_a_list_with_names():
+    listed = {**MULTI, "graders": [{**MULTI["graders"]["name"]}, {**MULTI["graders"]["email"]}]}
+    grader = make("openai", grader=listed)
+    item = ex(name="Ada Lovelace", email="ada@example.com")
+    assert grader.grade(item, '{"name": "Ada Lovelace", "email": "ada@example.org"}').score == 0.5
+
+
+def test_a_listed_grader_needs_an_identifier_name():
+    # OpenAI's API reference example names its graders "example text similarity grader" and then
+    # uses `text_similarity_score` in the formula: the formula cannot refer to such names.
+    listed = {**MULTI, "graders": [{**STRING_CHECK, "name": "Example string check grader"}]}
+    with pytest.raises(ConfigError, match=r"graders\[0\].*identifier.*'Example string check grader'"):
+        parse_config({"graders": [{"name": "m", "type": "openai", "grader": listed}]})
+
+
+def test_the_formula_sees_each_graders_output_as_openai_computes_it(judge_server):
+    """OpenAI: a score_model's output is its number on `range` ("truncated to the given range"), and
+    calculate_output computes with the graders' outputs; the local judge replies 10 x word overlap."""
+    multi = {"type": "multi", "name": "m", "calculate_output": "judge / 10 * exact",
+             "graders": {"judge": {**SCORE_MODEL, "name": "judge"},
+                         "exact": {**STRING_CHECK, "name": "exact", "reference": "{{item.label}}", "operation": "like"}}}
+    grader = make("openai", grader=multi, judge={"base_url": judge_server.base_url})
+    grade = grader.grade(ex(reference_answer="blue sky", label="blue"), "blue water")  # overlap 1/2 -> judge 5
+    assert grade.score == pytest.approx(0.5) and grade.details["sub"]["judge"]["output"] == 5.0
+
+
+def test_native_multi_formula_sees_scores_unless_told(judge_server):
+    subs = {"judge": {"type": "score_model", "rubric": "Reference answer: {{item.reference_answer}}\n"
+                      "Model answer: {{sample.output_text}}", "model": "m", "range": [0, 10],
+                      "base_url": judge_server.base_url}}
+    item = ex(reference_answer="blue sky")
+    scores = make("multi", graders=subs, calculate_output="judge / 10")
+    outputs = make("multi", graders=subs, calculate_output="judge / 10", formula_sees="outputs")
+    assert scores.grade(item, "blue water").score == pytest.approx(0.05)
+    assert outputs.grade(item, "blue water").score == pytest.approx(0.5)

@@ -270,7 +270,8 @@ def test_doc_example_6_log_extra_and_log_metric():
     grader = doc_grader("example_6")
     results, stats = grade_all([WeightedGrader(grader, 1.0)], examples, [r"\boxed{2}", "no box"])
     extras = [r.grades["g"].details["log_extra"] for r in results]
-    assert extras == [{"golden_answer": "2", "extracted_answer": "2"}, {"golden_answer": "5", "extracted_answer": "[none]"}]
+    assert extras == [{"golden_answer": "2", "extracted_answer": "2"},
+                      {"golden_answer": "5", "extracted_answer": "[none]"}]
     assert stats.metrics() == {"reward/g/accuracy": 0.5}
 
 

@@ -58,7 +58,8 @@ def validate_grader_specs(specs: list["GraderSpec"]) -> None:
             raise ValueError(f"{where}.name: {spec.name!r} is used twice; grader names must be unique")
         seen.add(spec.name)
         if spec.type not in GRADER_TYPES:
-            raise ValueError(f"{where}.type: unknown grader type {spec.type!r}; allowed: {', '.join(sorted(GRADER_TYPES))}")
+            raise ValueError(f"{where}.type: unknown grader type {spec.type!r}; allowed: "
+                             f"{', '.join(sorted(GRADER_TYPES))}")
         try:
             GRADER_TYPES[spec.type].params.model_validate(spec.params())
         except ValidationError as exc:
@@ -67,7 +68,8 @@ def validate_grader_specs(specs: list["GraderSpec"]) -> None:
                 key = ".".join(str(p) for p in err["loc"])
                 msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
                 allowed = ", ".join(sorted(GRADER_TYPES[spec.type].params.model_fields))
-                hint = f" (allowed for {spec.type}: name, type, weight{', ' + allowed if allowed else ''})" if err["type"] == "extra_forbidden" else ""
+                hint = f" (allowed for {spec.type}: name, type, weight{', ' + allowed if allowed else ''})" \
+                    if err["type"] == "extra_forbidden" else ""
                 problems.append(f"{where}.{key}: {msg}{hint}")
             raise ValueError("; ".join(problems)) from None
 

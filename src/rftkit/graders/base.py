@@ -115,7 +115,10 @@ class GraderType:
 GRADER_TYPES: dict[str, GraderType] = {}
 
 
-def register(type_name: str, params: type[GraderParams], summary: str) -> Callable[[Callable[[str, Any], Grader]], Callable[[str, Any], Grader]]:
+Builder = Callable[[str, Any], Grader]
+
+
+def register(type_name: str, params: type[GraderParams], summary: str) -> Callable[[Builder], Builder]:
     """Decorator registering `build(name, params) -> Grader` under `type_name`."""
 
     def decorate(build: Callable[[str, Any], Grader]) -> Callable[[str, Any], Grader]:

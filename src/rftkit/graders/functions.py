@@ -187,14 +187,16 @@ class FunctionParams(GraderParams):
 
 
 def _trainer_state(context: BatchContext) -> Any:
-    """What TRL passes as `trainer_state`: a transformers TrainerState (a plain stand-in without transformers)."""
-    try:
-        from transformers import TrainerState
-    except ImportError:
-        from types import SimpleNamespace
+    """What TRL passes as `trainer_state`: a transformers TrainerState when transformers is loaded (as
+    it always is in training); otherwise a stand-in with the same step fields, since importing
+    transformers only to grade (`rft grade`) costs seconds."""
+    transformers = sys.modules.get("transformers")
+    if transformers is not None:
+        return transformers.TrainerState(global_step=context.global_step, max_steps=context.max_steps)
+    from types import SimpleNamespace
 
-        return SimpleNamespace(global_step=context.global_step, max_steps=context.max_steps, epoch=None)
-    return TrainerState(global_step=context.global_step, max_steps=context.max_steps)
+    return SimpleNamespace(global_step=context.global_step, max_steps=context.max_steps, epoch=None,
+                           num_train_epochs=None, is_world_process_zero=True, log_history=[])
 
 
 def _resolve(value: Any) -> Any:

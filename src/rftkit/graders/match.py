@@ -179,7 +179,8 @@ class StringCheck:
         if self.operation == "ilike":
             text, ref = text.casefold(), ref.casefold()
         passed = {"eq": text == ref, "ne": text != ref, "like": ref in text, "ilike": ref in text}[self.operation]
-        verb = {"eq": "equals", "ne": "differs from", "like": "contains", "ilike": "contains (any case)"}[self.operation]
+        verb = {"eq": "equals", "ne": "differs from", "like": "contains",
+                "ilike": "contains (any case)"}[self.operation]
         return Grade(1.0 if passed else 0.0, f"{'' if passed else 'not: '}input {verb} {_short(ref)}")
 
 

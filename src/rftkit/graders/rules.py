@@ -276,7 +276,8 @@ class Threshold:
             score = clamp01((value - self.low) / (self.high - self.low))
             return Grade(score, f"{value:g} on [{self.low:g}, {self.high:g}] -> {score:.3f}", details)
         inside = (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
-        bounds = f"[{'-inf' if self.low is None else f'{self.low:g}'}, {'inf' if self.high is None else f'{self.high:g}'}]"
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        bounds = f"[{low}, {'inf' if self.high is None else f'{self.high:g}'}]"
         return Grade(float(inside), f"{value:g} {'inside' if inside else 'outside'} {bounds}", details)
 
 
