@@ -1,29 +1,29 @@
 """The adversarial corpus: hostile completions for `add(a, b)`, graded by python_tests with the AST check
-off, so that the sandbox itself, not the static filter, is what stops them. For each: the score is 0 (or
-its honest partial), the grader returns within the limit + 1 s, no process of the execution survives,
-nothing is written outside its temporary directory, and this process is unaffected."""
+off, so that the sandbox itself, not the static filter, is what stops them, under each isolation mode.
+For each: the score is 0 (or its honest partial), the grader returns within the limit + 1 s, no process
+of the execution survives, nothing is written outside its temporary directory, and this process is
+unaffected."""
 
 from __future__ import annotations
 
 import os
 import site
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from sandbox_support import ADD, SECRET, TIMEOUT_S, Recorder
+from sandbox_support import ADD, LEAK, SECRET, TIMEOUT_S, WRONG, Recorder
 
 TOKEN = f"rftkit-adv-{os.getpid()}"
 REPO = Path(__file__).resolve().parents[2]
 SITE = Path(site.getsitepackages()[0])
-OUTSIDE = [Path("/tmp") / TOKEN, REPO / TOKEN, SITE / f"{TOKEN}.pth", SITE / "sitecustomize.py",
+OUTSIDE = [Path("/tmp") / TOKEN, Path(tempfile.gettempdir()) / TOKEN, REPO / TOKEN, SITE / f"{TOKEN}.pth", SITE / "sitecustomize.py",
            Path("/dev/shm") / TOKEN, Path("/var/tmp") / TOKEN]
-LEAK = "LEAKED:"
 PARENT = os.getpid()
 READ_TARGETS = [__file__, str(REPO / "src/rftkit/tasks/data/code_pack.jsonl"), f"/proc/{PARENT}/environ",
                 f"/proc/{PARENT}/cmdline", "/etc/shadow", "/root/.bash_history"]
-WRONG = "def add(a, b):\n    return -1234567\n"
 
 HOSTILE = {
     "infinite_loop": "def add(a, b):\n    while True:\n        pass\n",
@@ -112,23 +112,24 @@ def _survivors(uids: list[int]) -> list[int]:
     return alive
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except PermissionError:  # as an unprivileged user the test cannot look into /tmp either
+        return False
+
+
 def test_corpus_is_large_enough():
     assert len(HOSTILE) >= 30
 
 
 NEEDS_PROCESS_CAP = {"fork_bomb", "thread_bomb"}
-NEEDS_PID_NAMESPACE = {"kill_parent", "kill_everything", "double_fork_daemon"}
 
 
 def _skip_unguaranteed(name: str, pool, process_cap_enforced: bool) -> None:
     """Only what the reported isolation guarantees is asserted; the rest would harm this machine."""
     if name in NEEDS_PROCESS_CAP and not process_cap_enforced:
         pytest.skip(f"the process cap is not enforced with isolation {pool.isolation.summary()}")
-    if name in NEEDS_PID_NAMESPACE and pool.isolation.pids != "pidns" and pool.isolation.user == "same-uid":
-        pytest.skip(f"without a pid namespace or a uid of its own the code can signal this process "
-                    f"({pool.isolation.summary()})")
-    if name in ("write_outside_tmp", "write_sitecustomize_and_pth") and pool.isolation.filesystem != "readonly-root+tmpfs":
-        pytest.skip(f"writes outside the directory are only prevented with a read-only root ({pool.isolation.summary()})")
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE) + sorted(PARTIAL))
@@ -148,7 +149,7 @@ def test_hostile_program_is_contained(name, recorder: Recorder, tight_pool, proc
     assert not any(r.error for r in runs)  # the workers survived
     assert LEAK not in recorder.stdout and SECRET not in recorder.stdout
     assert _survivors(tight_pool.worker_uids) == []
-    assert [p for p in OUTSIDE if p.exists()] == []
+    assert [p for p in OUTSIDE if _exists(p)] == []
     assert os.getcwd() == cwd and dict(os.environ) == env
     assert recorder.grader.grade(ADD, "def add(a, b):\n    return a + b\n").score == 1.0  # the pool still works
 

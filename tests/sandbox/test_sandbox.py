@@ -1,4 +1,4 @@
-"""The sandbox's own guarantees, one behaviour per test."""
+"""The sandbox's own guarantees, one behaviour per test, under each isolation mode."""
 
 from __future__ import annotations
 
@@ -6,21 +6,22 @@ import ast
 import time
 
 import pytest
+from pydantic import ValidationError
 
 from rftkit.sandbox import Job, SandboxConfig, SandboxPool, SandboxUnavailable
-from rftkit.sandbox.pool import parse_channel
+from rftkit.sandbox.protocol import Channel, new_key, parse_channel
 
-from sandbox_support import SECRET, TIMEOUT_S, forks_allowed
-
-
-def script(pool, code: str, timeout_s: float = TIMEOUT_S):
-    return pool.run(Job("rftkit.sandbox.harness:run_script", {"code": code}, timeout_s))
+from sandbox_support import SECRET, TIMEOUT_S, forks_allowed, script
 
 
 def test_isolation_is_reported(tight_pool):
     iso = tight_pool.isolation
-    assert iso.network in ("netns+seccomp", "netns", "seccomp")
-    assert iso.pids in ("pidns", "pgroup") and iso.filesystem in ("readonly-root+tmpfs", "private-tmpdir")
+    if iso.mode == "full":
+        assert (iso.network, iso.pids, iso.filesystem) == ("netns+seccomp", "pidns", "fresh-root+tmpfs")
+        assert iso.user in ("per-worker-uid", "userns")
+    else:
+        assert (iso.network, iso.pids, iso.filesystem) == ("seccomp+landlock", "pgroup+subreaper", "landlock")
+        assert iso.user in ("per-worker-uid", "same-uid")
     assert script(tight_pool, "pass").isolation == iso
 
 
@@ -37,9 +38,10 @@ def test_environment_is_scrubbed_and_stdin_closed(tight_pool):
                                             "TRITON_INTERPRET", "HOME", "TMPDIR", "TRITON_CACHE_DIR"}
 
 
-def test_output_is_capped(tight_pool):
-    result = script(tight_pool, "import sys\nfor _ in range(200):\n    sys.stdout.write('x' * 10000)")
+def test_output_is_capped_and_further_prints_neither_block_nor_fail(tight_pool):
+    result = script(tight_pool, "import sys\nfor _ in range(200):\n    sys.stdout.write('x' * 10000)\nprint('end')")
     assert len(result.stdout) == 65536 and result.truncated["stdout"]
+    assert result.done and not result.timed_out and result.wall_s < TIMEOUT_S
 
 
 def test_working_directory_is_private_and_discarded(tight_pool):
@@ -55,10 +57,18 @@ def test_time_limit_kills(tight_pool):
 
 
 def test_forged_records_are_not_authenticated(tight_pool):
-    result = script(tight_pool, "import os\nprint('{\"nonce\": \"x\", \"done\": true}')\n"
-                    "os.write(3, b'{\"nonce\": \"guess\", \"test\": 0, \"passed\": true}\\n')")
+    result = script(tight_pool, "import os\nprint('{\"done\": true}')\n"
+                    "os.write(3, b'0000 {\"test\": 0, \"passed\": true}\\n')")
     assert result.unauthenticated_lines == 1 and not any("test" in r for r in result.records)
-    records, bad = parse_channel(b'{"nonce": "n", "done": true}\nnot json\n{"nonce": "m"}\n', "n")
+    key, other = new_key(), new_key()
+    import os
+
+    read_end, write_end = os.pipe()
+    Channel(write_end, key).send(done=True)
+    Channel(write_end, other).send(test=0, passed=True)
+    os.close(write_end)
+    raw = os.read(read_end, 4096) + b"not a record\n"
+    records, bad = parse_channel(raw, key)
     assert records == [{"done": True}] and bad == 2
 
 
@@ -68,21 +78,21 @@ def test_memory_cap(tight_pool):
 
 
 def test_process_cap(tight_pool):
-    if tight_pool.isolation.user != "per-worker-uid":
-        pytest.skip(f"RLIMIT_NPROC is only exact on a per-worker uid ({tight_pool.isolation.summary()})")
+    if tight_pool.isolation.user == "same-uid":
+        pytest.skip(f"RLIMIT_NPROC counts all of the user's tasks with {tight_pool.isolation.summary()}")
     assert forks_allowed(tight_pool) < 8  # max_processes = 8 counts the execution itself
 
 
-def test_seccomp_fallback_is_reported_and_blocks_sockets():
-    pool = SandboxPool(SandboxConfig(workers=1, network="seccomp", namespaces=False))
-    try:
-        assert pool.isolation.network == "seccomp" and pool.isolation.pids == "pgroup"
-        result = script(pool, "import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
-                        "except OSError as e:\n    print('blocked', e.errno)\n"
-                        "a, b = socket.socketpair()\nprint('unix ok')")
-        assert result.stdout.split() == ["blocked", "13", "unix", "ok"]
-    finally:
-        pool.close()
+def test_sockets_are_refused_by_the_kernel(tight_pool):
+    code = ("import socket\nfor family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, socket.AF_UNIX):\n"
+            "    try:\n        socket.socket(family, socket.SOCK_DGRAM if family == socket.AF_NETLINK else socket.SOCK_STREAM)\n"
+            "        print('open', family)\n    except OSError as e:\n        print('blocked', e.errno)\n"
+            "a, b = socket.socketpair()\nprint('pair ok')")
+    lines = script(tight_pool, code).stdout.splitlines()
+    assert lines[:3] == ["blocked 13"] * 3 and lines[-1] == "pair ok"
+    # a unix socket can reach nothing under full isolation (no socket files, a network namespace of its own);
+    # restricted isolation shares the host's, so it refuses them too
+    assert lines[3] == ("open 1" if tight_pool.isolation.mode == "full" else "blocked 13")
 
 
 def test_unknown_harness_module_is_refused(tight_pool):
@@ -93,3 +103,13 @@ def test_unknown_harness_module_is_refused(tight_pool):
 def test_missing_preload_is_a_clear_error():
     with pytest.raises(SandboxUnavailable, match="could not import no_such_module_xyz"):
         SandboxPool(SandboxConfig(workers=1), preload=("no_such_module_xyz",))
+
+
+def test_config_names_the_replaced_keys():
+    with pytest.raises(ValidationError, match="sandbox.namespaces was replaced by sandbox.isolation"):
+        SandboxConfig(namespaces=False)
+    with pytest.raises(ValidationError, match="set sandbox.isolation: restricted"):
+        SandboxConfig(network="seccomp")
+    with pytest.raises(ValidationError, match="'netns' needs sandbox.isolation: full"):
+        SandboxConfig(network="netns", isolation="restricted")
+    assert SandboxConfig().isolation == "full"

@@ -158,9 +158,13 @@ def static_tests(example: Example, hidden: bool) -> list[TestCase]:
     return tests
 
 
-def build_test_payload(code: str, entry_point: str, tests: Sequence[TestCase], noop: bool) -> dict[str, Any]:
-    return {"code": code, "entry_point": entry_point, "noop": noop,
-            "tests": [{"id": i, **t.spec} for i, t in enumerate(tests)]}
+def build_test_job(code: str, entry_point: str, tests: Sequence[TestCase], noop: bool, timeout_s: float):
+    """The candidate's process gets only the code; the tests go to the driver process that judges it
+    (`rftkit.sandbox.proxy`), so no code can read, patch or forge its way past them."""
+    from rftkit.sandbox import Job
+
+    return Job("rftkit.sandbox.proxy:run_tests", {"code": code, "entry_point": entry_point}, timeout_s,
+               secret={"noop": noop, "tests": [{"id": i, **t.spec} for i, t in enumerate(tests)]})
 
 
 @dataclass(frozen=True)
@@ -250,15 +254,12 @@ class PythonTestsGrader:
         return self.grade_batch([example], [completion])[0]
 
     def grade_batch(self, examples: Sequence[Example], completions: Sequence[str]) -> list[Grade]:
-        from rftkit.sandbox import Job
-
         suites = self._test_suites(examples)
         codes = [extract_code(c) for c in completions]
         grades: list[Grade | None] = [self._precheck(code) for code in codes]
         todo = [i for i, g in enumerate(grades) if g is None]
-        jobs = [Job("rftkit.sandbox.harness:run_tests", build_test_payload(
-            codes[i], examples[i].fields["entry_point"], suites[examples[i].id], noop=False), self.params.timeout_s)
-            for i in todo]
+        jobs = [build_test_job(codes[i], examples[i].fields["entry_point"], suites[examples[i].id], False,
+                               self.params.timeout_s) for i in todo]
         outcomes = {i: judge_run(r, suites[examples[i].id], self.params.float_tolerance)
                     for i, r in zip(todo, self.run(jobs))}
         noop_flags = self._noop_check(examples, codes, suites, outcomes)
@@ -311,14 +312,11 @@ class PythonTestsGrader:
 
     def _noop_check(self, examples, codes, suites, outcomes: dict[int, RunOutcome]) -> dict[int, str]:
         """The seed's monkey-patching: does the suite still pass with the function replaced by a no-op?"""
-        from rftkit.sandbox import Job
-
         if not self.params.noop_check:
             return {}
         suspects = [i for i, o in outcomes.items() if any(o.passed) and not o.flags]
-        jobs = [Job("rftkit.sandbox.harness:run_tests", build_test_payload(
-            codes[i], examples[i].fields["entry_point"], suites[examples[i].id], noop=True), self.params.timeout_s)
-            for i in suspects]
+        jobs = [build_test_job(codes[i], examples[i].fields["entry_point"], suites[examples[i].id], True,
+                               self.params.timeout_s) for i in suspects]
         flags = {}
         for i, result in zip(suspects, self.run(jobs)):
             noop = judge_run(result, suites[examples[i].id], self.params.float_tolerance)

@@ -1,7 +1,8 @@
 """Running untrusted (model-written) code: limits, isolation, a warm worker pool, authenticated results.
 
     pool = get_pool(SandboxConfig())
-    result = pool.run(Job("rftkit.sandbox.harness:run_tests", payload, timeout_s=5))
+    result = pool.run(Job("rftkit.sandbox.proxy:run_tests", {"code": code, "entry_point": "f"}, 5.0,
+                        secret={"tests": tests, "noop": False}))
 
 See the README section on the sandbox for what is guaranteed and what is not. Names are imported lazily so that the
 worker processes, which import `rftkit.sandbox.zygote`, do not load pydantic and the pool machinery.

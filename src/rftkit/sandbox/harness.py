@@ -1,35 +1,28 @@
-"""Harnesses: trusted code that runs inside the sandboxed child, around the untrusted code.
+"""Harnesses: trusted code that runs inside the sandbox, around the untrusted code.
 
-A harness reports through `Channel` (a dedicated pipe, not stdout, each record tagged with the run's
-nonce) and finishes with a `done` record, so an exit before the end (`sys.exit`, `os._exit`, a kill)
-can only lose results, never fake a pass. Expected values are never sent into the child for `call` and
-`expr` tests: the child reports what the function returned, encoded as plain data, and the grader
-compares outside (see `rftkit.sandbox.values`). Only `assert` tests are judged in here, with pristine
-builtins restored before each one.
+`python_tests` runs in two processes (see `proxy`); the harnesses here run in one: `run_reference`
+(the task's reference solution), `run_grader` (a configured grader), `run_script` (the self-test and
+the benchmark's baseline), and the Triton task's (`rftkit.tasks.triton_harness`). They report through
+`Channel` (file descriptor 3, each record authenticated with the run's key, see `protocol`) and
+finish with a `done` record, so an exit before the end can only lose results. Code that runs in the
+same process as such a harness can read that key; that is why model code under test is judged by
+the two-process harness, where it cannot.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
-import os
 import random
-from typing import Any, Callable
+from typing import Any
 
+from rftkit.sandbox.protocol import Channel
 from rftkit.sandbox.values import decode, encode
 
+__all__ = ["Channel", "describe", "load_code", "load_entry_point", "restore_builtins", "run_grader",
+           "run_reference", "run_script"]
+
 _PRISTINE_BUILTINS = dict(builtins.__dict__)  # captured in the zygote, before any untrusted code
-_dumps, _write, _isinstance, _BaseException = json.dumps, os.write, isinstance, BaseException
-
-
-class Channel:
-    def __init__(self, fd: int, nonce: str):
-        self._fd, self._nonce = fd, nonce
-
-    def send(self, **record: Any) -> None:
-        data = (_dumps({"nonce": self._nonce, **record}) + "\n").encode()
-        while data:
-            data = data[_write(self._fd, data):]
+_isinstance, _BaseException = isinstance, BaseException
 
 
 def describe(exc: BaseException) -> str:
@@ -53,7 +46,7 @@ def restore_builtins() -> list[str]:
     return sorted(changed)
 
 
-def load_code(code: str, channel: Channel, filename: str = "<completion>") -> dict | None:
+def load_code(code: str, channel: Any, filename: str = "<completion>") -> dict | None:
     """Compile and execute the module-level code; reports `compiled` and `defined`. None on failure."""
     try:
         compiled = compile(code, filename, "exec")
@@ -73,24 +66,7 @@ def load_code(code: str, channel: Channel, filename: str = "<completion>") -> di
     return namespace
 
 
-def _noop(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
-def _run_one(test: dict, fn: Callable, namespace: dict) -> dict:
-    scope = {**namespace, "__builtins__": dict(_PRISTINE_BUILTINS), "candidate": fn}
-    if test["kind"] == "call":
-        return {"value": encode(fn(*decode(test["args"])))}
-    if test["kind"] == "expr":
-        return {"value": encode(eval(test["expr"], scope))}  # noqa: S307 - trusted test text, sandboxed
-    try:
-        exec(test["source"], scope)  # noqa: S102
-    except AssertionError as exc:
-        return {"passed": False, "error": describe(exc) if str(exc) else "assertion failed"}
-    return {"passed": True}
-
-
-def load_entry_point(payload: dict, channel: Channel, filename: str = "<completion>") -> tuple[dict, Any] | None:
+def load_entry_point(payload: dict, channel: Any, filename: str = "<completion>") -> tuple[dict, Any] | None:
     """Run the model's module and find `payload["entry_point"]` in it; reports and returns None if either fails."""
     namespace = load_code(payload["code"], channel, filename=filename)
     if namespace is None:
@@ -100,25 +76,6 @@ def load_entry_point(payload: dict, channel: Channel, filename: str = "<completi
         channel.send(missing=f"no function named {payload['entry_point']!r}")
         return None
     return namespace, fn
-
-
-def run_tests(payload: dict, channel: Channel) -> None:
-    """payload: code, entry_point, noop (replace the function by one that returns None), tests."""
-    loaded = load_entry_point(payload, channel)
-    if loaded is None:
-        return
-    namespace, fn = loaded
-    if payload.get("noop"):
-        fn = namespace[payload["entry_point"]] = _noop
-    for test in payload["tests"]:
-        restore_builtins()
-        try:
-            outcome = _run_one(test, fn, namespace)
-        except _BaseException as exc:  # noqa: BLE001 - SystemExit/SkipTest inside the function fail the test
-            outcome = {"passed": False, "error": describe(exc), "exit": _isinstance(exc, SystemExit)}
-        restore_builtins()
-        channel.send(test=test["id"], **outcome)
-    channel.send(done=True)
 
 
 def run_reference(payload: dict, channel: Channel) -> None:

@@ -7,10 +7,10 @@ import json
 import logging
 import os
 import queue
-import secrets
 import select
 import subprocess
 import sys
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rftkit.sandbox.config import Isolation, SandboxConfig
-from rftkit.sandbox.zygote import recv_message, send_message
+from rftkit.sandbox.protocol import new_key, parse_channel, recv_blob, recv_message, send_message
 
 log = logging.getLogger(__name__)
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the directory holding `rftkit`
@@ -33,14 +33,18 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Job:
-    harness: str  # "rftkit.sandbox.harness:run_tests"
+    """`payload` reaches the process that runs the code; `secret` (only for a split harness such as
+    "rftkit.sandbox.proxy:run_tests") reaches only the driver process that judges it."""
+
+    harness: str  # "rftkit.sandbox.proxy:run_tests", "rftkit.sandbox.harness:run_script", ...
     payload: dict[str, Any]
     timeout_s: float
+    secret: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class ExecResult:
-    """One execution. `records` only holds channel lines carrying this run's nonce."""
+    """One execution. `records` only holds channel lines whose HMAC verifies under this run's key."""
 
     records: list[dict[str, Any]]
     done: bool  # the harness reached its end (an early exit or a kill leaves this False)
@@ -52,8 +56,9 @@ class ExecResult:
     stderr: str
     truncated: dict[str, bool]
     isolation: Isolation
-    unauthenticated_lines: int = 0  # channel lines without the nonce (a forgery attempt, or garbage)
+    unauthenticated_lines: int = 0  # channel lines whose HMAC does not verify (a forgery attempt, or garbage)
     error: str | None = None  # infrastructure failure (the worker died): no verdict on the code
+    scratch_full: bool = False  # restricted isolation: killed when its scratch directory passed tmp_size_mb
 
     def first(self, key: str) -> dict[str, Any] | None:
         return next((r for r in self.records if key in r), None)
@@ -63,24 +68,11 @@ class ExecResult:
             return f"sandbox error: {self.error}"
         if self.timed_out:
             return f"killed at the {self.wall_s:.1f} s time limit"
+        if self.scratch_full:
+            return "killed: its scratch directory grew past sandbox.tmp_size_mb"
         if self.signal is not None:
             return f"killed by signal {self.signal}"
         return "finished" if self.done else f"exited (code {self.exit_code}) before the harness finished"
-
-
-def parse_channel(raw: bytes, nonce: str) -> tuple[list[dict[str, Any]], int]:
-    records, bad = [], 0
-    for line in raw.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            bad += 1
-            continue
-        if not isinstance(record, dict) or record.pop("nonce", None) != nonce:
-            bad += 1
-            continue
-        records.append(record)
-    return records, bad
 
 
 class _Worker:
@@ -89,10 +81,12 @@ class _Worker:
                "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
         if any(m.split(".")[0] == "triton" for m in preload):
             env["TRITON_INTERPRET"] = "1"  # must be set before triton is imported
-        self.proc = subprocess.Popen([sys.executable, "-c", "from rftkit.sandbox.zygote import main; main()"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, cwd="/", start_new_session=True)
+        self.scratch = tempfile.mkdtemp(prefix="rftkit-sandbox-")  # restricted: each run's directory goes inside
+        self.proc = subprocess.Popen([sys.executable, "-c", "from rftkit.sandbox.zygote import main; main()"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd="/",
+                                     start_new_session=True)
         send_message(self.proc.stdin, {"config": config.model_dump(), "preload": list(preload),
-                                       "hide": [_TASK_DATA]})
+                                       "hide": [_TASK_DATA], "scratch": self.scratch})
 
     def wait_ready(self) -> Isolation:
         reply = self.receive(_STARTUP_TIMEOUT_S)
@@ -114,6 +108,9 @@ class _Worker:
                 stream.close()
             except OSError:
                 pass
+        from rftkit.sandbox.mounts import remove_tree
+
+        remove_tree(self.scratch)
 
 
 class SandboxPool:
@@ -131,9 +128,10 @@ class SandboxPool:
                 w.close()
             raise
         self.isolation = isolations.pop()
-        weaker = self.isolation.pids != "pidns" or "netns" not in self.isolation.network
+        weaker = self.isolation.mode != "full"
         (log.warning if weaker else log.info)("sandbox pool: %d workers, isolation %s%s", len(workers),
-                                               self.isolation.summary(), " (weaker: see the README section on the sandbox)" if weaker else "")
+                                               self.isolation.summary(), " (weaker, as configured: see the README's "
+                                               "guarantees per mode)" if weaker else "")
         for w in workers:
             self._idle.put(w)
         self._all = workers
@@ -142,30 +140,39 @@ class SandboxPool:
     @property
     def worker_uids(self) -> list[int]:
         """The uids executions run as (per-worker uids), to check that none of their processes survive."""
-        from rftkit.sandbox.zygote import UID_BASE
+        from rftkit.sandbox.zygote import DRIVER_UID_BASE, UID_BASE
 
-        return [UID_BASE + w.proc.pid for w in self._all] if self.isolation.user == "per-worker-uid" else []
+        if self.isolation.user != "per-worker-uid":
+            return []
+        return [base + w.proc.pid for w in self._all for base in (UID_BASE, DRIVER_UID_BASE)]
 
     def run(self, job: Job) -> ExecResult:
-        nonce = secrets.token_hex(16)
+        key = new_key()  # fresh per run; for a split harness it reaches only the driver
+        request: dict[str, Any] = {"harness": job.harness, "payload": job.payload, "timeout_s": job.timeout_s}
+        blob = None
+        if job.secret is not None:
+            request["has_secret"] = True
+            blob = json.dumps({**job.secret, "key": key.hex()}).encode()
+        else:
+            request["key"] = key
         worker = self._idle.get()
         try:
-            send_message(worker.proc.stdin, {"harness": job.harness, "payload": job.payload,
-                                             "timeout_s": job.timeout_s, "nonce": nonce})
+            send_message(worker.proc.stdin, request, blob=blob)
             reply = worker.receive(job.timeout_s + _RESPONSE_GRACE_S)
             if reply is None:
                 raise RuntimeError("worker gave no answer")
+            channel = recv_blob(worker.proc.stdout)
         except (OSError, RuntimeError, EOFError, ValueError) as exc:
             worker = self._replace(worker)
             return self._failed(job, f"sandbox worker failed ({exc}); it was restarted")
         finally:
             self._idle.put(worker)
-        records, bad = parse_channel(reply["data"]["channel"], nonce)
+        records, bad = parse_channel(channel, key)
         return ExecResult(records=records, done=any(r.get("done") is True for r in records),
                           exit_code=reply["exit_code"], signal=reply["signal"], timed_out=reply["timed_out"],
                           wall_s=reply["wall_s"], stdout=reply["data"]["stdout"].decode(errors="replace"),
                           stderr=reply["data"]["stderr"].decode(errors="replace"), truncated=reply["truncated"],
-                          isolation=self.isolation, unauthenticated_lines=bad)
+                          isolation=self.isolation, unauthenticated_lines=bad, scratch_full=reply["scratch_full"])
 
     def run_many(self, jobs: Sequence[Job]) -> list[ExecResult]:
         return list(self._executor.map(self.run, jobs))

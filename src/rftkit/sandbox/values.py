@@ -28,6 +28,8 @@ class Unsupported:
 def encode(value: Any, depth: int = 0) -> Any:
     """Child side: a JSON-safe tagged tree. Runs after untrusted code, so it relies on exact types only."""
     kind = type(value)
+    if kind is Unsupported:  # passed on by the driver: keep the candidate's type name
+        return ["unsupported", value.type_name]
     if depth > MAX_DEPTH:
         return ["unsupported", "nested too deeply"]
     if value is None or kind is bool or kind is str:

@@ -1,69 +1,67 @@
-"""A warm worker ("zygote"): imports once, then forks one fresh, isolated child per execution.
+"""A warm worker ("zygote"): imports once, then forks one fresh, isolated execution per request.
 
 Runs as `python -m rftkit.sandbox.zygote`, started by `SandboxPool` with a scrubbed environment, and
-talks to the pool over its stdin/stdout (length-prefixed pickles; both ends are trusted). It never runs
-untrusted code itself: each request is executed by a forked child that first isolates itself
-(`_isolate_child`), then calls a harness from `rftkit.sandbox.harness` (or another trusted `rftkit.`
-module). The child's stdout, stderr and verdict channel come back as raw bytes; the zygote parses none
-of them, so nothing the code prints can confuse it.
+talks to the pool over its stdin/stdout (see `protocol`). It never runs untrusted code itself: each
+request is executed by forked processes that isolate themselves first (see `child`). Their stdout,
+stderr and verdict channel come back as raw bytes; the zygote parses none of them, so nothing the
+code prints can confuse it.
+
+Isolation is decided once at start by the configured mode, never weakened quietly: `full` needs user
+(unless root), pid, mount, network and IPC namespaces and refuses to start without them; `restricted`
+needs Landlock and seccomp and refuses to run code as root (it uses per-worker uids, which must be
+able to read the interpreter).
 """
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import importlib
+import json
 import os
-import pickle
-import resource
 import selectors
-import shutil
 import signal
-import struct
 import sys
 import tempfile
 import time
-import traceback
 from types import SimpleNamespace
-from typing import Any, BinaryIO
 
-from rftkit.sandbox import _linux, mounts
+from rftkit.sandbox import _linux, child, landlock, mounts, proxy, seccomp  # noqa: F401 - proxy: preloaded
+from rftkit.sandbox.protocol import new_key, parse_channel, recv_blob_fd, recv_message_fd, send_message, zero
 
 # No pydantic here: the zygote stays small, since every fork copies its page tables.
 
-CHANNEL_FD = 3
 CHANNEL_CAP = 16 << 20
-UID_BASE = 2_000_000  # per-worker uids (2_000_000 + worker pid): unused by real accounts, so RLIMIT_NPROC counts only the run
+UID_BASE = 2_000_000  # the candidate's uid as root: 2_000_000 + worker pid (no real account uses these)
+DRIVER_UID_BASE = UID_BASE + (1 << 22)  # the driver's (above the largest pid_max, 2**22)
+SANDBOX_GID = UID_BASE  # the group of both: an ACL for it can make an interpreter under /root readable
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
-ALWAYS_HIDDEN = ("/root", "/home")
+_SCRATCH_CHECK_S = 0.02
 
-
-def send_message(stream: BinaryIO, message: Any) -> None:
-    blob = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(struct.pack("<Q", len(blob)) + blob)
-    stream.flush()
-
-
-def recv_message(stream: BinaryIO) -> Any:
-    header = stream.read(8)
-    if len(header) < 8:
-        return None
-    (size,) = struct.unpack("<Q", header)
-    return pickle.loads(stream.read(size))
+FULL_UNAVAILABLE = (
+    "sandbox.isolation is 'full' but this host refuses what it needs ({reason}). rftkit does not run model "
+    "code with less isolation unless told to: allow unprivileged user namespaces (Ubuntu: sysctl "
+    "kernel.apparmor_restrict_unprivileged_userns=0), run as root, or set `isolation: restricted` under the "
+    "grader's `sandbox:` (Landlock and seccomp; the README's table of guarantees per mode says what it gives up)")
 
 
 class WorkerState:
-    """What this worker could set up; decided once at start by probing, then reported with every result."""
+    """What this worker set up; decided once at start, then reported with every result."""
 
-    def __init__(self, config: SimpleNamespace, hide: tuple[str, ...]):
+    def __init__(self, config: SimpleNamespace, hide: tuple[str, ...], scratch: str):
         self.config = config
-        self.hide = tuple(os.path.realpath(p) for p in (*ALWAYS_HIDDEN, *hide, *config.hide_paths)
-                          if os.path.isdir(p))
-        self.expose = mounts.interpreter_dirs()
-        self.netns = self.pidns = self.mountns = self.userns = False
-        self.seccomp = _linux.seccomp_supported()
-        self.uid = UID_BASE + os.getpid() if os.geteuid() == 0 else None
+        self.restricted = config.isolation == "restricted"
+        self.view = mounts.resolve_view((*hide, *config.hide_paths))
+        self.scratch = scratch  # restricted: the parent of each run's scratch directory
+        self.keep_under_tmp = tuple(d for d in self.view.dirs if d.startswith("/tmp/"))
+        self.userns = False
+        root = os.geteuid() == 0
+        self.uid = UID_BASE + os.getpid() if root else None
+        self.driver_uid = DRIVER_UID_BASE + os.getpid() if root else None
+        self.gid = SANDBOX_GID
         self.pid_ns_fd = -1
+        self.ruleset: landlock.Ruleset | None = None
+        self.signals_scoped = False
+        self.channel = bytearray(CHANNEL_CAP)  # reused and zeroed: verdicts never linger in forked memory
         self.env = {"PATH": CHILD_PATH, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
         for key in ("TRITON_INTERPRET",):
             if key in os.environ:
@@ -71,22 +69,21 @@ class WorkerState:
 
     def isolation(self) -> dict[str, str]:
         """The fields of `config.Isolation`."""
-        network = "+".join(n for n, on in (("netns", self.netns), ("seccomp", self.seccomp)) if on) or "none"
-        return {"network": network, "pids": "pidns" if self.pidns else "pgroup",
-                "filesystem": "readonly-root+tmpfs" if self.mountns else "private-tmpdir",
-                "user": "per-worker-uid" if self.uid is not None else "same-uid"}
+        user = "per-worker-uid" if self.uid is not None else "userns" if self.userns else "same-uid"
+        if self.restricted:
+            return {"network": "seccomp+landlock", "pids": "pgroup+subreaper", "filesystem": "landlock",
+                    "user": user, "mode": "restricted"}
+        return {"network": "netns+seccomp", "pids": "pidns", "filesystem": "fresh-root+tmpfs", "user": user,
+                "mode": "full"}
 
 
 def _enter_user_namespace() -> None:
     """Unprivileged: become root of a fresh user namespace (mapped to our own uid) to get namespaces."""
     uid, gid = os.getuid(), os.getgid()
     _linux.unshare(_linux.CLONE_NEWUSER)
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"0 {uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"0 {gid} 1")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
 
 
 def _become_init_of_own_pid_namespace() -> None:
@@ -101,277 +98,318 @@ def _become_init_of_own_pid_namespace() -> None:
     _linux.set_parent_death_signal(signal.SIGKILL)
 
 
-def probe(state: WorkerState) -> str | None:
-    """Set up the worker-wide namespaces; returns an error when config demands what the kernel refuses."""
-    config = state.config
-    wants_ns = config.namespaces or config.network != "seccomp"
-    if wants_ns and os.geteuid() != 0:
-        try:
+def _probe_full(state: WorkerState) -> str | None:
+    try:
+        if os.geteuid() != 0:
             _enter_user_namespace()
             state.userns = True
-        except OSError:
-            pass
-    privileged = os.geteuid() == 0  # root, or root of our own user namespace
-    if config.network != "seccomp" and privileged:
-        try:
-            _linux.unshare(_linux.CLONE_NEWNET)
-            state.netns = True
-        except OSError:
-            pass
-    if config.network == "netns" and not state.netns:
-        return "sandbox.network is 'netns' but the kernel refused a network namespace (needs root or " \
-               "unprivileged user namespaces); use network: auto to fall back to the seccomp filter"
-    if config.network == "seccomp" and not state.seccomp:
-        return f"sandbox.network is 'seccomp' but this architecture ({os.uname().machine}) is not supported"
-    if config.namespaces and privileged:
-        try:
-            if state.userns:
-                _become_init_of_own_pid_namespace()
-            state.pid_ns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
-            _linux.unshare(_linux.CLONE_NEWPID)
-            _linux.setns(state.pid_ns_fd, _linux.CLONE_NEWPID)
-            state.pidns = True
-            mounts.prepare_worker_mounts(state)
-            state.mountns = True
-        except OSError as exc:
-            sys.stderr.write(f"rftkit sandbox: namespaces unavailable ({exc}); using process groups\n")
-    if not state.mountns and state.uid is not None and not all(map(_others_can_read, state.expose)):
-        state.uid = None  # an unprivileged uid could not even import the standard library (pyenv under /root)
+        _linux.unshare(_linux.CLONE_NEWNET)
+        if state.userns:
+            _become_init_of_own_pid_namespace()
+        state.pid_ns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+        _linux.unshare(_linux.CLONE_NEWPID)
+        _linux.setns(state.pid_ns_fd, _linux.CLONE_NEWPID)
+        mounts.build_worker_root(state.view)
+    except OSError as exc:
+        return FULL_UNAVAILABLE.format(reason=exc)
     return None
 
 
-def _others_can_read(path: str) -> bool:
-    parts = path.rstrip("/").split("/")
-    ancestors = ["/" + "/".join(parts[1:i]) for i in range(1, len(parts))]
-    return all(os.stat(a).st_mode & 0o001 for a in ancestors) and os.stat(path).st_mode & 0o005 == 0o005
+def _probe_restricted(state: WorkerState) -> str | None:
+    abi = landlock.abi_version()
+    if abi == 0:
+        return ("sandbox.isolation is 'restricted' but Landlock is unavailable (it needs Linux >= 5.13 with "
+                "landlock among the enabled LSMs); without it nothing keeps the code from the host's files")
+    if state.uid is not None:  # as root the code runs as a uid of its own, which must be able to read Python
+        os.chmod(state.scratch, 0o711)
+        unreadable = _unreadable_as(state.uid, state.gid, state.view.dirs, state.scratch)
+        if unreadable:
+            return (f"sandbox.isolation is 'restricted' and rftkit runs as root, so model code runs as an "
+                    f"unprivileged uid (group {state.gid}), which cannot list {unreadable}. rftkit never runs it "
+                    f"as root: make that readable (chmod o+x on each parent and o+rX on the tree, or an ACL: "
+                    f"setfacl -m g:{state.gid}:x on each parent, -R -m g:{state.gid}:rX on the tree; for the "
+                    f"scratch directory, TMPDIR), use a Python outside /root, or use isolation: full")
+    state.ruleset = landlock.ruleset_for(state.view, state.scratch)
+    os.dup2(state.ruleset.fd, child.RULESET_FD)
+    os.close(state.ruleset.fd)
+    state.ruleset.fd = child.RULESET_FD
+    state.signals_scoped = state.ruleset.scopes_signals
+    _linux.set_child_subreaper()
+    return None
 
 
-# ------------------------------------------------------------------ the child (runs the untrusted code)
+# ------------------------------------------------------------------ one execution
 
 
-def set_child_environment(state: WorkerState, workdir: str) -> None:
-    """The environment untrusted code sees: the scrubbed variables, and its working directory as home."""
-    os.environ.clear()
-    os.environ.update(state.env, HOME=workdir, TMPDIR=workdir, TRITON_CACHE_DIR=f"{workdir}/.triton")
-
-
-def _set_limits(config: SimpleNamespace, timeout_s: float, userns: bool) -> None:
-    address_space = config.baseline_vm_bytes + config.address_space_mb * (1 << 20)
-    cpu = int(config.cpu_time_s or timeout_s + 0.999) or 1
-    file_size = config.max_file_size_mb << 20
-    # in a user namespace of its own the count also holds the worker and its waiting parent
-    nproc = config.max_processes + (2 if userns else 0)
-    for limit, value in ((resource.RLIMIT_AS, (address_space, address_space)), (resource.RLIMIT_CPU, (cpu, cpu + 1)),
-                         (resource.RLIMIT_FSIZE, (file_size, file_size)), (resource.RLIMIT_CORE, (0, 0)),
-                         (resource.RLIMIT_NOFILE, (256, 256)),
-                         (resource.RLIMIT_NPROC, (nproc, nproc))):
-        resource.setrlimit(limit, value)
-
-
-def _isolate_child(state: WorkerState, fds: tuple[int, int, int], workdir: str | None, timeout_s: float) -> None:
-    os.setsid()  # its own process group and session: killpg reaches everything it starts (pgroup mode)
-    devnull = os.open("/dev/null", os.O_RDONLY)
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (devnull, *fds)]  # out of the way of 0..3 first
-    for target, fd in enumerate(high):
-        os.dup2(fd, target)
-    os.closerange(CHANNEL_FD + 1, 1 << 16)  # the pool's request/response pipes must be unreachable
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    if state.mountns:
-        workdir = mounts.setup_execution_mounts(state)
-    os.chdir(workdir)
-    _set_limits(state.config, timeout_s, state.userns)
-    if state.uid is not None:
-        os.setgroups([])
-        os.setresgid(state.uid, state.uid, state.uid)
-        os.setresuid(state.uid, state.uid, state.uid)
-    elif os.geteuid() == 0:  # root of our user namespace: keep the uid, lose the powers
-        _linux.drop_capabilities()
-    if state.seccomp:
-        _linux.install_network_filter()
-    else:
-        _linux.set_no_new_privs()
-    if not state.mountns:  # with the mount namespace every run works in one path: the zygote set this once
-        set_child_environment(state, workdir)
-    sys.path[:] = [p for p in sys.path if p]  # no '' entry: the working directory is the code's, not ours
-
-
-def _child_main(state: WorkerState, request: dict, fds: tuple[int, int, int], workdir: str | None) -> None:
-    code = 0
-    try:
-        _isolate_child(state, fds, workdir, request["timeout_s"])
-        module_name, func_name = request["harness"].split(":")
-        if not module_name.startswith("rftkit."):
-            raise ValueError(f"harness {module_name!r} is not an rftkit module")
-        from rftkit.sandbox.harness import Channel
-
-        harness = getattr(importlib.import_module(module_name), func_name)
-        harness(request["payload"], Channel(CHANNEL_FD, request["nonce"]))
-    except BaseException:  # noqa: BLE001 - the child must reach os._exit whatever happens
-        code = 70
-        try:
-            os.write(2, traceback.format_exc().encode(errors="replace")[-4000:])
-        except OSError:
-            pass
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:  # noqa: BLE001
-                pass
-        os._exit(code)  # never return into the zygote's loop
-
-
-# ------------------------------------------------------------------ the zygote side of one execution
-
-
-def _fork_child(state: WorkerState, request: dict, fds: tuple[int, int, int], workdir: str | None) -> int:
-    if state.pidns:  # the next fork becomes init of a fresh pid namespace...
+def _fork_execution(state: WorkerState, request: dict, fds: tuple[int, ...], workdir: str | None) -> int:
+    if not state.restricted:  # the next fork becomes init of a fresh pid namespace...
         _linux.unshare(_linux.CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:
-        _child_main(state, request, fds, workdir)
-    if state.pidns:  # ...and the zygote returns to its own for the fork after that
+        child.execution_main(state, request, fds, workdir)
+    if not state.restricted:  # ...and the zygote returns to its own for the fork after that
         _linux.setns(state.pid_ns_fd, _linux.CLONE_NEWPID)
     return pid
 
 
+def _as_uid(uid: int, action) -> None:
+    helper = os.fork()
+    if helper == 0:
+        try:
+            os.setresuid(uid, uid, uid)
+            action()
+        finally:
+            os._exit(0)
+    os.waitpid(helper, 0)
+
+
+def _unreadable_as(uid: int, gid: int, paths: tuple[str, ...], scratch: str) -> str | None:
+    """The first of `paths` that uid:gid cannot list, or `scratch` if it cannot enter it, tried for real
+    (modes, ACLs and all)."""
+    read_end, write_end = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            for path, check in [*((p, os.listdir) for p in paths), (scratch, os.chdir)]:
+                try:
+                    check(path)
+                except OSError:
+                    os.write(write_end, path.encode())
+                    break
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        failed = f.read().decode()
+    os.waitpid(helper, 0)
+    return failed or None
+
+
 def _kill(state: WorkerState, pid: int) -> None:
     """Killing init of the pid namespace kills every process in it; without one, the process group, and
-    with a per-worker uid every process of that uid (a double-forked daemon may have left the group)."""
+    as root every process of the execution's uids (kill(-1) as that uid reaches exactly its processes)."""
     for kill in (os.kill, os.killpg):
         try:
             kill(pid, signal.SIGKILL)
         except OSError:
             pass
-    if not state.pidns and state.uid is not None:
-        helper = os.fork()
-        if helper == 0:  # kill(-1) as that uid reaches exactly its processes, never the caller
+    if state.restricted and state.uid is not None:
+        for uid in (state.uid, state.driver_uid):
+            _as_uid(uid, lambda: os.kill(-1, signal.SIGKILL))
+
+
+def _sweep_children() -> None:
+    """Restricted: the candidate's process and any orphan were re-parented to us (a subreaper)."""
+    for _ in range(1000):
+        try:
+            with open(f"/proc/self/task/{os.getpid()}/children") as f:
+                kids = [int(p) for p in f.read().split()]
+        except OSError:
+            return
+        if not kids:
+            return
+        for kid in kids:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(kid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for kid in kids:
             try:
-                os.setresuid(state.uid, state.uid, state.uid)
-                os.kill(-1, signal.SIGKILL)
-            finally:
-                os._exit(0)
-        os.waitpid(helper, 0)
+                os.waitpid(kid, 0)
+            except ChildProcessError:
+                pass
 
 
-def _collect(state: WorkerState, pid: int, pipes: dict[int, str], deadline: float) -> dict:
-    caps = {"stdout": state.config.max_output_bytes, "stderr": state.config.max_output_bytes, "channel": CHANNEL_CAP}
-    data = {name: bytearray() for name in pipes.values()}
-    truncated = {name: False for name in pipes.values()}
+def _tree_bytes(path: str, limit_entries: int = 10_000) -> float:
+    total, seen = 0, 0
+    for root, dirs, files in os.walk(path):
+        for name in files + dirs:
+            seen += 1
+            if seen > limit_entries:
+                return float("inf")
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def _collect(state: WorkerState, pid: int, pipes: dict[int, str], deadline: float, secret: bytearray | None,
+             secret_fd: int | None, workdir: str | None) -> dict:
+    caps = {"stdout": state.config.max_output_bytes, "stderr": state.config.max_output_bytes}
+    data = {"stdout": bytearray(), "stderr": bytearray()}
+    truncated = {"stdout": False, "stderr": False, "channel": False}
+    channel, filled = memoryview(state.channel), 0
     pidfd = os.pidfd_open(pid)
     selector = selectors.DefaultSelector()
     for fd, name in pipes.items():
         selector.register(fd, selectors.EVENT_READ, name)
     selector.register(pidfd, selectors.EVENT_READ, None)
-    timed_out = exited = False
+    sent = 0
+    if secret_fd is not None:
+        os.set_blocking(secret_fd, False)
+        selector.register(secret_fd, selectors.EVENT_WRITE, "secret")
+    timed_out = exited = scratch_full = False
+    next_check = time.monotonic() + _SCRATCH_CHECK_S
     while selector.get_map():
-        timeout = deadline - time.monotonic()
+        now = time.monotonic()
+        if workdir is not None and not exited and now >= next_check:  # restricted: no tmpfs bounds the scratch
+            next_check = now + _SCRATCH_CHECK_S
+            if _tree_bytes(workdir) > state.config.tmp_size_mb << 20:
+                scratch_full = exited = True
+                _kill(state, pid)
+                deadline = now + 0.5
+        timeout = deadline - now
         if timeout <= 0:
-            if exited:  # a straggler still holds a pipe open after the child died: stop waiting for it
+            if exited:  # a straggler still holds a pipe open after the execution died: stop waiting for it
                 break
             timed_out = exited = True
             _kill(state, pid)
             deadline = time.monotonic() + 0.5  # drain what was written before the kill
             continue
-        for key, _ in selector.select(timeout):
-            if key.data is None:
+        for key, _ in selector.select(min(timeout, _SCRATCH_CHECK_S) if workdir else timeout):
+            name = key.data
+            if name is None:
                 selector.unregister(pidfd)
                 exited = True
                 _kill(state, pid)  # pidns: already gone with init; pgroup: its leftovers
                 deadline = min(deadline, time.monotonic() + 0.5)
                 continue
-            chunk = os.read(key.fd, 1 << 16)
-            name = key.data
-            room = caps[name] - len(data[name])
-            data[name] += chunk[:room]
-            if not chunk or len(chunk) > room:  # EOF, or over the cap: closing makes further writes fail
-                truncated[name] = truncated[name] or len(chunk) > room
+            if name == "secret":
+                try:
+                    sent += os.write(key.fd, memoryview(secret)[sent:])
+                except OSError:  # the driver is gone
+                    sent = len(secret)
+                if sent >= len(secret):
+                    selector.unregister(key.fd)
+                    os.close(key.fd)
+                continue
+            if name == "channel":
+                n = os.readv(key.fd, [channel[filled:]]) if filled < len(channel) else -1
+                filled += max(n, 0)
+                over = n < 0
+                done = n == 0 or over
+            else:
+                chunk = os.read(key.fd, 1 << 16)
+                room = caps[name] - len(data[name])
+                data[name] += chunk[:room]
+                over = len(chunk) > room
+                done = not chunk or over
+            if done:  # EOF, or over the cap: closing the pipe now makes further writes fail, never block
+                truncated[name] = truncated[name] or over
                 selector.unregister(key.fd)
+                os.close(key.fd)
+                pipes[key.fd] = ""
     selector.close()
     os.close(pidfd)
+    if secret_fd is not None and sent < len(secret):  # never written in full: the driver died first
+        os.close(secret_fd)
     _kill(state, pid)
     _, status = os.waitpid(pid, 0)
-    return {"status": status, "timed_out": timed_out, "data": {k: bytes(v) for k, v in data.items()},
-            "truncated": truncated}
+    if state.restricted:
+        _sweep_children()
+    return {"status": status, "timed_out": timed_out, "scratch_full": scratch_full, "filled": filled,
+            "data": {k: bytes(v) for k, v in data.items()}, "truncated": truncated}
 
 
-def execute(state: WorkerState, request: dict) -> dict:
+def _new_scratch(state: WorkerState) -> str | None:
+    if not state.restricted:
+        return None
+    workdir = tempfile.mkdtemp(prefix="run-", dir=state.scratch)
+    if state.uid is not None:
+        os.chown(workdir, state.uid, -1)
+    return workdir
+
+
+def execute(state: WorkerState, request: dict, read_secret) -> tuple[dict, memoryview]:
+    """Returns the result and the verdict channel's bytes (a view of `state.channel`, zeroed by the caller)."""
     started = time.monotonic()
-    pipes = [os.pipe() for _ in range(3)]
-    workdir = None
-    if not state.mountns:
-        workdir = tempfile.mkdtemp(prefix="rftkit-sandbox-")
-        if state.uid is not None:
-            os.chown(workdir, state.uid, state.uid)
+    split = bool(request.get("has_secret"))
+    pipes = [os.pipe() for _ in range(4 if split else 3)]
+    workdir = _new_scratch(state)
+    secret = None
+    names = {pipes[0][0]: "stdout", pipes[1][0]: "stderr", pipes[2][0]: "channel"}
     try:
-        pid = _fork_child(state, request, (pipes[0][1], pipes[1][1], pipes[2][1]), workdir)
-        for _, write_end in pipes:
-            os.close(write_end)
-        names = {pipes[0][0]: "stdout", pipes[1][0]: "stderr", pipes[2][0]: "channel"}
-        result = _collect(state, pid, names, started + request["timeout_s"])
+        fds = (pipes[0][1], pipes[1][1], pipes[2][1]) + ((pipes[3][0],) if split else ())
+        pid = _fork_execution(state, request, fds, workdir)
+        for fd in fds:
+            os.close(fd)
+        secret = read_secret() if split else None  # read only now: the execution was forked without it
+        result = _collect(state, pid, names, started + request["timeout_s"], secret,
+                          pipes[3][1] if split else None, workdir)
     finally:
-        for read_end, _ in pipes:
-            try:
-                os.close(read_end)
-            except OSError:
-                pass
+        for fd, name in names.items():
+            if name:
+                os.close(fd)
+        if secret is not None:
+            zero(secret)
         if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
+            mounts.remove_tree(workdir)
     status = result.pop("status")
     result["exit_code"] = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     result["signal"] = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     result["wall_s"] = time.monotonic() - started
-    return result
+    return result, memoryview(state.channel)[:result.pop("filled")]
 
 
 def _self_test(state: WorkerState) -> str | None:
-    """Run one trivial execution; if the mount setup is what failed, fall back to a private tmp dir
-    (the reported isolation says so), and refuse to start if even that cannot run."""
-    request = {"harness": "rftkit.sandbox.harness:run_script", "payload": {"code": "pass"}, "timeout_s": 10.0,
-               "nonce": "self-test"}
-    result = execute(state, request)
-    if result["exit_code"] == 0:
+    """One trivial split execution end to end; the worker refuses to start if it fails."""
+    key = new_key()
+    request = {"harness": "rftkit.sandbox.proxy:run_tests", "timeout_s": 10.0, "has_secret": True,
+               "payload": {"code": "def f():\n    return 1\n", "entry_point": "f"}}
+    secret = json.dumps({"tests": [{"id": 0, "kind": "call", "args": ["list", []]}], "noop": False,
+                         "key": key.hex()}).encode()
+    result, channel = execute(state, request, lambda: bytearray(secret))
+    records, _ = parse_channel(channel, key)
+    zero_view(channel)
+    if any(r.get("value") == ["int", "1"] for r in records) and any(r.get("done") for r in records):
         return None
-    if state.mountns:
-        state.mountns = False
-        if execute(state, request)["exit_code"] == 0:
-            return None
-    return "sandbox self-test failed: " + result["data"]["stderr"].decode(errors="replace")[-1500:]
+    return ("sandbox self-test failed (the isolation was set up, but a trivial test did not run): "
+            + result["data"]["stderr"].decode(errors="replace")[-1500:])
+
+
+def zero_view(view: memoryview) -> None:
+    view[:] = bytes(len(view))
 
 
 def main() -> None:
-    requests = sys.stdin.buffer
-    responses = os.fdopen(os.dup(1), "wb")
+    responses = os.fdopen(os.dup(1), "wb", buffering=0)  # unbuffered: the channel is written without a copy
     os.dup2(2, 1)  # a stray print in a preloaded module must not corrupt the response stream
-    init = recv_message(requests)
-    state = WorkerState(SimpleNamespace(**init["config"]), tuple(init["hide"]))
-    try:  # before the worker's view of the host turns read-only (torch wants a writable temp dir)
-        for module in ("rftkit.sandbox.harness", *init["preload"]):
+    init = recv_message_fd(0)
+    state = WorkerState(SimpleNamespace(**init["config"]), tuple(init["hide"]), init["scratch"])
+    try:  # before the worker's view of the host shrinks (torch wants a writable temp dir)
+        for module in init["preload"]:
             importlib.import_module(module)
     except Exception as exc:  # a missing optional dependency: the pool reports it to the grader
         send_message(responses, {"error": f"could not import {module}: {exc}"})
         return
-    error = probe(state)
+    with open("/proc/self/status") as f:  # measured once: children start as copies of this process
+        vm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+    state.config.baseline_vm_bytes = vm_kb * 1024 + (64 << 20)  # + room for what the child maps before the limit
+    error = (f"seccomp filters are not supported on {os.uname().machine}" if not seccomp.supported()
+             else _probe_restricted(state) if state.restricted else _probe_full(state))
     if error:
         send_message(responses, {"error": error})
         return
     _linux.set_undumpable()
-    if state.seccomp:
-        _linux.network_filter()  # built here once, not in every child
-    with open("/proc/self/status") as f:  # measured once: children start as copies of this process
-        vm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
-    state.config.baseline_vm_bytes = vm_kb * 1024 + (64 << 20)  # + room for what the child maps before the limit
+    seccomp.compiled(state.restricted, state.signals_scoped)  # built here once, not in every child
     gc.collect()
     gc.freeze()  # forked children then never write to the zygote's objects' GC headers: fewer copy-on-write faults
-    if state.mountns:  # every execution works in the same path: its environment is set here, not in each child
-        set_child_environment(state, mounts.EXECUTION_WORKDIR)
-    self_test_error = _self_test(state)  # falling back to a private tmp dir, children set their own again
+    if not state.restricted:  # every execution works in the same path: its environment is set here, not in each child
+        child.set_child_environment(state, mounts.EXECUTION_WORKDIR)
+    self_test_error = _self_test(state)
     if self_test_error:
         send_message(responses, {"error": self_test_error})
         return
     send_message(responses, {"ready": True, "isolation": state.isolation()})
-    while (request := recv_message(requests)) is not None:
-        send_message(responses, execute(state, request))
+    while (request := recv_message_fd(0)) is not None:
+        result, channel = execute(state, request, lambda: recv_blob_fd(0))
+        send_message(responses, result, blob=channel)
+        zero_view(channel)
 
 
 if __name__ == "__main__":
