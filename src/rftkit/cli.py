@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from rftkit.atomic import DiskFullError
 from rftkit.config import ConfigError
 from rftkit.data import DataError
 from rftkit.models.loading import ModelLoadError
@@ -32,6 +33,7 @@ def _torchrun(args: argparse.Namespace) -> int:
     forwarded = [a for a in (args.config,) if a]
     forwarded += ["--output", args.output] if args.output else []
     forwarded += ["--resume", args.resume] if args.resume else []
+    forwarded += ["--overwrite"] if args.overwrite else []
     for assignment in args.overrides:
         forwarded += ["--set", assignment]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
@@ -45,7 +47,7 @@ def _torchrun(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rftkit.config import load_config
+    from rftkit.config import SAFE_ON_RESUME, changed_on_resume, load_config
     from rftkit.train.loop import train
 
     if args.nproc > 1:
@@ -55,12 +57,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         config_path = args.config or run_dir / "config.yaml"
         config = load_config(config_path, args.overrides)
+        if (run_dir / "config.yaml").is_file():
+            changed = changed_on_resume(load_config(run_dir / "config.yaml"), config)
+            if changed:
+                raise ConfigError(f"--resume {run_dir}: the run was trained with another value of "
+                                  f"{', '.join(changed)}; resuming may change only "
+                                  f"{', '.join(sorted(SAFE_ON_RESUME))}. Start a new run (another --output) to "
+                                  "train with the new values")
     else:
         if not args.config:
             raise ConfigError("rft train: give a CONFIG.yaml (or --resume RUN_DIR)")
         config = load_config(args.config, args.overrides)
         run_dir = Path(args.output or config.output_dir)
-    summary = train(config, run_dir, resume=bool(args.resume))
+    summary = train(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports
         return 0
     _print_before_after(summary, f"held-out ({summary['validation_size']} prompts, seed {summary['seed']}), before "
@@ -133,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help="YAML config (optional with --resume: the run's own config.yaml)")
     train.add_argument("--output", help="run directory (default: the config's output_dir)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue from RUN_DIR's last complete checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="delete an earlier run's state in the output "
+                       "directory (metrics, samples, checkpoints) and start afresh; without it such a directory "
+                       "is never overwritten")
     train.add_argument("--nproc", type=int, default=1, metavar="N", help="learner processes on this machine "
                        "(torchrun --standalone --nproc_per_node N; gloo on CPU, nccl on CUDA)")
     _add_overrides(train)
@@ -193,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DiskFullError as exc:  # what was kept is in the message; nothing half-written is left
+        print(f"error: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

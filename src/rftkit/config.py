@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -153,6 +153,40 @@ class RolloutConfig(Section):
                                       "(null: the model's own limit).")
 
 
+class DistributedConfig(Section):
+    """Rollout and grading on Ray workers (`pip install rftkit[ray]`); without this section everything runs in
+    the learner's process. README: Scaling out on Ray."""
+
+    engine: Literal["ray"] = Field("ray", description="The engine that runs the rollout workers (Ray).")
+    address: str | None = Field(None, description="null: start a local Ray runtime in this process (one CPU per "
+                                "core of this machine); 'auto': join the cluster this machine belongs to (`ray "
+                                "start --head` / `ray start --address ...` first); 'ray://HOST:10001': join a "
+                                "remote cluster through Ray Client.")
+    workers: int = Field(2, ge=1, description="Rollout workers. Each holds the base model and the adapter of a "
+                         "known policy version, samples whole prompt groups and grades them; a step's prompts are "
+                         "split between the workers.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs each worker reserves.")
+    gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs each worker reserves (on a GPU node set "
+                                   "model.device: auto and, for vLLM, rollout.backend: vllm).")
+    threads_per_worker: int = Field(1, ge=1, description="torch intra-op threads in each worker.")
+    max_staleness: int = Field(0, ge=0, description="k: the batches of steps t+1..t+k are sampled while step t "
+                               "updates, so a batch may come from a policy up to k optimizer steps old. 0: the "
+                               "synchronous loop (the same metrics as the in-process run with one worker). Groups "
+                               "older than k are dropped and resampled, and counted (pipeline/dropped_groups).")
+    truncated_is: float | None = Field(None, gt=0, description="Truncated importance sampling cap C (Yao et al. "
+                                       "2025): the clipped ratio is taken against the learner's own log-probs of "
+                                       "the batch and each token's advantage is weighted by min(pi_learner / "
+                                       "pi_behaviour, C), correcting sampler/learner mismatch and staleness. null: "
+                                       "the ratio uses the behaviour log-probs the worker recorded.")
+    rollout_timeout: float = Field(600.0, gt=0, description="Seconds one rollout request (sampling + grading a "
+                                   "share of a step) may take; a worker or grader that hangs past it is reported, "
+                                   "killed and restarted, and its prompts issued again.")
+    start_timeout: float = Field(300.0, gt=0, description="Seconds to wait for a worker to start (placement and "
+                                 "loading the model) before failing with what the cluster has free.")
+    max_restarts: int = Field(3, ge=0, description="Worker restarts (after a death or a timeout) allowed per "
+                              "run before the run stops with the cause.")
+
+
 class DapoConfig(Section):
     """DAPO's own knobs (Yu et al. 2025); used only when algorithm: dapo."""
 
@@ -181,6 +215,36 @@ class PpoConfig(Section):
     vf_coef: float = Field(0.5, ge=0, description="Weight of the value loss.")
     value_learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the value head.")
     whiten_advantages: bool = Field(True, description="Normalise GAE advantages over the batch's tokens.")
+    value_model: Literal["shared", "separate"] = Field(
+        "shared", description="'shared': the value head reads the policy's own last hidden state (one forward, "
+        "value and policy gradients meet in the trunk's adapter). 'separate': the critic is the same base weights "
+        "under a second LoRA adapter of its own (the `lora:` settings, trained at value_learning_rate) plus the "
+        "head, as Tülu 3 trains a separate value model: one more forward and backward per micro-batch, no shared "
+        "gradients. Needs LoRA (not lora: null).")
+
+
+class GspoConfig(Section):
+    """GSPO's clip range on the sequence ratio (Zheng et al. 2025); used only when algorithm: gspo."""
+
+    epsilon: float = Field(3e-4, gt=0, description="Lower clip of the length-normalised sequence ratio: 1 - epsilon "
+                           "(the paper's 3e-4; sequence ratios sit much closer to 1 than token ratios).")
+    epsilon_high: float = Field(4e-4, gt=0, description="Upper clip: 1 + epsilon_high (the paper's 4e-4).")
+
+
+class CispoConfig(Section):
+    """CISPO's bounds on the detached importance weight (MiniMax-M1); used only when algorithm: cispo."""
+
+    epsilon_high: float = Field(0.28, gt=0, description="The weight is capped at 1 + epsilon_high (the paper tunes "
+                                "only this bound).")
+    epsilon_low: float | None = Field(None, gt=0, description="Lower bound 1 - epsilon_low of the weight; null: none "
+                                      "(the paper's choice).")
+
+
+class OnlineDpoConfig(Section):
+    """Online DPO from verifier rewards (best vs worst of each group); used only when algorithm: online_dpo."""
+
+    beta: float = Field(0.1, gt=0, description="DPO's beta: the implicit reward is beta * log(pi / ref), the "
+                        "reference being the base (adapter disabled; a frozen copy when lora: null).")
 
 
 class SftConfig(Section):
@@ -200,23 +264,33 @@ class SftConfig(Section):
 
 class RFTConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    lora: LoraConfig | None = Field(
+        default_factory=LoraConfig, description="The LoRA adapter that trains (the `lora.` keys below). null: "
+        "full-weight fine-tuning: every parameter of the model trains, checkpoints are whole models in "
+        "transformers' format, and an algorithm with a KL or DPO term keeps a frozen copy of the base as its "
+        "reference (one more copy of the weights; AdamW adds two more, and the gradients one).")
     data: DataConfig = Field(default_factory=DataConfig)
     graders: list[GraderSpec] = Field(description="The reward: a list of named graders with weights.")
     accuracy_grader: str | None = Field(None, description="Grader whose score decides 'accurate' (score >= "
                                         "accuracy_threshold); null: the combined reward decides.")
     accuracy_threshold: float = Field(1.0, ge=0, le=1, description="Score counted as a correct answer.")
-    algorithm: Literal["grpo", "dr_grpo", "dapo", "rloo", "ppo"] = Field(
-        "grpo", description="Policy-optimisation algorithm: grpo, dr_grpo, dapo, rloo or ppo (README: Algorithms). "
-        "All share the `grpo:` section's num_generations, epsilon and num_iterations.")
+    algorithm: Literal["grpo", "dr_grpo", "dapo", "rloo", "ppo", "gspo", "cispo", "online_dpo"] = Field(
+        "grpo", description="Policy-optimisation algorithm: grpo, dr_grpo, dapo, rloo, ppo, gspo, cispo or "
+        "online_dpo (README: Algorithms). All share the `grpo:` section's num_generations and num_iterations.")
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     dapo: DapoConfig = Field(default_factory=DapoConfig)
     ppo: PpoConfig = Field(default_factory=PpoConfig)
+    gspo: GspoConfig = Field(default_factory=GspoConfig)
+    cispo: CispoConfig = Field(default_factory=CispoConfig)
+    online_dpo: OnlineDpoConfig = Field(default_factory=OnlineDpoConfig)
     sft: SftConfig = Field(default_factory=SftConfig, description="`rft sft`: supervised fine-tuning settings.")
     sft_warmup: SftConfig | None = Field(None, description="Run this SFT stage on the adapter before RFT starts.")
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    distributed: DistributedConfig | None = Field(None, description="Rollout and grading on Ray workers, "
+                                                  "synchronous or asynchronous (the `distributed:` keys below). "
+                                                  "null: everything in this process.")
     save_every: int = Field(100, ge=1, description="Write checkpoints/step-N every N steps (and at the end).")
     samples_per_step: int = Field(4, ge=0, description="Completions per step written to samples.jsonl.")
     output_dir: str = Field("runs/countdown", description="Run directory (config, metrics, samples, checkpoints).")
@@ -244,12 +318,44 @@ class RFTConfig(Section):
                           "epsilon_high": "set dapo.epsilon_high instead"},
                  "rloo": {"scale_rewards": "rloo uses the leave-one-out baseline"},
                  "ppo": {"scale_rewards": "ppo uses GAE", "loss_aggregation": "ppo aggregates per token",
-                         "beta": "set ppo.kl_coef instead"}}.get(self.algorithm, {})
+                         "beta": "set ppo.kl_coef instead"},
+                 "gspo": {"epsilon": "set gspo.epsilon instead (the sequence ratio's clip)",
+                          "epsilon_high": "set gspo.epsilon_high instead",
+                          "loss_aggregation": "gspo averages per sequence"},
+                 "cispo": {"epsilon": "set cispo.epsilon_low instead (the weight's lower bound)",
+                           "epsilon_high": "set cispo.epsilon_high instead",
+                           "loss_aggregation": "cispo aggregates per token"},
+                 "online_dpo": {"beta": "set online_dpo.beta instead (DPO's beta)",
+                                "epsilon": "online_dpo has no ratio to clip", "epsilon_high": "no ratio to clip",
+                                "scale_rewards": "online_dpo uses rewards only to pick pairs",
+                                "loss_aggregation": "online_dpo averages over pairs"}}.get(self.algorithm, {})
         for key in sorted(set(fixed) & self.grpo.model_fields_set):
             raise ValueError(f"grpo.{key}: not used with algorithm {self.algorithm} ({fixed[key]}); remove the key")
         if self.algorithm == "dapo" and self.dapo.overlong_buffer > self.train.max_completion_length:
             raise ValueError(f"dapo.overlong_buffer: must be <= train.max_completion_length "
                              f"({self.train.max_completion_length})")
+        if self.algorithm == "ppo" and self.ppo.value_model == "separate" and self.train.gradient_checkpointing:
+            raise ValueError("ppo.value_model: 'separate' with train.gradient_checkpointing is not supported (the "
+                             "backward would recompute the critic's layers under the policy's adapter); use shared")
+        if self.lora is None:
+            self._check_full_weight()
+
+    def _check_full_weight(self) -> None:
+        """lora: null trains every weight; what only makes sense with an adapter is refused by name."""
+        why = {"ppo.value_model": ("separate", self.algorithm == "ppo" and self.ppo.value_model == "separate",
+                                   "the separate critic is a second LoRA adapter; use shared"),
+               "train.fused_forward": ("on", self.train.fused_forward == "on",
+                                       "the fused kernels fuse W + s B A; full-weight runs use the model's own "
+                                       "forward, use auto"),
+               "rollout.merge_lora": ("on", self.rollout.merge_lora == "on", "there is no adapter to merge"),
+               "rollout.fast_decode": ("on", self.rollout.fast_decode == "on",
+                                       "fast decode runs on the merged copy of a LoRA policy; use auto"),
+               "rollout.backend": ("vllm", self.rollout.backend == "vllm",
+                                   "the vLLM backend loads the LoRA adapter each step; use hf"),
+               "sft_warmup": ("set", self.sft_warmup is not None, "the SFT warm-up trains a LoRA adapter")}
+        for key, (value, refused, reason) in why.items():
+            if refused:
+                raise ValueError(f"{key}: {value!r} is not supported with lora: null (full-weight) ({reason})")
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -270,7 +376,7 @@ def _allowed_keys_hint(loc: tuple) -> str:
             continue
         annotation = model.model_fields.get(str(part))
         model = getattr(annotation, "annotation", None) if annotation else None
-        model = model if isinstance(model, type) and issubclass(model, BaseModel) else None
+        model = _section_of(model) or (model if isinstance(model, type) and issubclass(model, BaseModel) else None)
     if model is None:
         return ""
     return f"; allowed: {', '.join(sorted(model.model_fields))}"
@@ -282,13 +388,22 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.steps=20")
     key, value_text = assignment.split("=", 1)
     parts = key.strip().split(".")
-    node = raw
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {part!r} is not a section")
-        node = child
-    node[parts[-1]] = yaml.safe_load(value_text)
+    node: Any = raw
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):  # a list entry by position: graders.0.weight=2
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {part!r} is not an index of {'.'.join(parts[:depth])} "
+                                  f"(0 to {len(node) - 1})")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])!r} is not a section or a list")
+        if last:
+            node[part] = yaml.safe_load(value_text)
+        else:
+            if isinstance(node, dict):
+                node.setdefault(part, {})
+            node = node[part]
 
 
 def parse_config(raw: Any, source: str = "config") -> RFTConfig:
@@ -313,10 +428,39 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RFTConf
     return parse_config(raw, str(path))
 
 
+# Keys a resumed run may change: they decide how long to run and how often to log, not what is trained.
+SAFE_ON_RESUME = frozenset({"train.steps", "train.max_seconds", "train.threads", "eval.eval_every", "eval.batch_size",
+                            "eval.overfit_patience", "save_every", "samples_per_step", "model.device", "output_dir"})
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def changed_on_resume(saved: RFTConfig, new: RFTConfig) -> list[str]:
+    """Keys whose value differs between a run's saved config and the one it is resumed with, outside
+    SAFE_ON_RESUME (a different adapter rank or learning rate is another run, not a continuation)."""
+    before, after = _flatten(saved.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k) and k not in SAFE_ON_RESUME)
+
+
 def dump_config(config: RFTConfig, path: str | Path) -> None:
     """Write the resolved config (every default filled in) as YAML."""
     data = json.loads(config.model_dump_json())
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    from rftkit.atomic import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def _section_of(annotation: Any) -> type[Section] | None:
+    """The section X of an optional `X | None` annotation (such as `lora:`, which null switches off)."""
+    sections = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, Section)]
+    return sections[0] if len(sections) == 1 and type(None) in get_args(annotation) else None
 
 
 def reference_markdown() -> str:
@@ -331,8 +475,11 @@ def reference_markdown() -> str:
             if isinstance(annotation, type) and issubclass(annotation, Section):
                 sections.append((f"{prefix}{name}", annotation))
                 continue
+            optional = _section_of(annotation)
+            if optional is not None and info.default_factory is optional:  # on by default, null turns it off
+                sections.append((f"{prefix}{name}", optional))
             default = "required" if info.is_required() else (
-                "{}" if info.default_factory is dict
+                "{}" if info.default_factory is dict or (optional and info.default_factory is optional)
                 else json.dumps(info.get_default(call_default_factory=True), default=str))
             type_name = (annotation.__name__ if isinstance(annotation, type) else
                          str(annotation).replace("typing.", "")).replace("|", "\\|")

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rftkit.atomic import write_text_atomic
 from rftkit.data import read_jsonl_rows
 
 # (title, metric keys drawn in it); a panel whose keys never occur is left out
@@ -163,5 +164,5 @@ def build_report(run_dir: str | Path, output: str | Path | None = None, max_samp
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>rftkit report</title><style>{STYLE}</style>"
             f"</head><body>{''.join(sections)}</body></html>")
     path = Path(output) if output else run_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
+    write_text_atomic(path, page)
     return path

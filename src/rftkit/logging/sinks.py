@@ -3,24 +3,52 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+from rftkit.atomic import disk_full_error, is_disk_full, write_text_atomic
+from rftkit.data import DataError
 from rftkit.graders.combine import GradedCompletion
+
+log = logging.getLogger("rftkit")
 
 
 class JsonlSink:
     def __init__(self, path: Path, truncate_after_step: int | None = None):
-        """Append to `path`; on resume, drop lines logged after the checkpoint being resumed from."""
+        """Append to `path`; on resume, drop lines logged after the checkpoint being resumed from.
+
+        A torn last line (the process or the disk died mid-write) is dropped with a warning: the
+        checkpoints are intact and resuming rewrites the step. A malformed line anywhere else is an
+        error naming the file and line, not something to guess about."""
         self.path = path
         if truncate_after_step is not None and path.exists():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= truncate_after_step]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            kept = [line for line in self._records(path) if json.loads(line).get("step", 0) <= truncate_after_step]
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+    @staticmethod
+    def _records(path: Path) -> list[str]:
+        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        for number, line in enumerate(lines, 1):
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as exc:
+                if number == len(lines):
+                    log.warning("%s:%d: dropping a torn last line (%s); the step it logged is rerun", path, number, exc)
+                    return lines[:-1]
+                raise DataError(f"{path}:{number}: not valid JSON ({exc}); only a torn last line is repaired") from None
+        return lines
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        try:
+            with self.path.open("a", encoding="utf-8", errors="backslashreplace") as handle:
+                handle.write(line)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.path, "every complete line before it and the checkpoints are kept; "
+                                      "`rft train --resume` trims the torn line") from exc
+            raise
 
 
 class NullSink:

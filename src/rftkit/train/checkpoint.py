@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rftkit.atomic import disk_full_error, is_disk_full
+
 STATE_FILE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -61,19 +63,29 @@ def restore_rng(state: TrainerState, generator: torch.Generator, rank: int = 0) 
     np.random.set_state(saved["numpy_rng"])
 
 
-def save_checkpoint(run_dir: Path, policy, optimizer, state: TrainerState) -> Path:
+def save_checkpoint(run_dir: Path, policy, optimizer, state: TrainerState,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write `checkpoints/step-N` atomically; `extra` maps more file names to payloads for torch.save
+    (PPO's value head), written inside the same temporary directory so they are complete together."""
     checkpoints = run_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     final = checkpoints / f"step-{state.step}"
+    previous = latest_checkpoint(run_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{state.step}-", dir=checkpoints))
     try:
         policy.save_pretrained(str(tmp))
         torch.save({"state": state.__dict__, "optimizer": optimizer.state_dict()}, tmp / STATE_FILE)
+        for name, payload in (extra or {}).items():
+            torch.save(payload, tmp / name)
         if final.exists():  # re-saving the same step (e.g. the final save right after a periodic one)
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            kept = (f"the last complete checkpoint {previous} is kept (resume from it with `rft train --resume "
+                    f"{run_dir}`)" if previous else "no earlier checkpoint exists")
+            raise disk_full_error(final, kept) from exc
         raise
     return final
 

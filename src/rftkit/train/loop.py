@@ -12,7 +12,6 @@ each step's prompts (rftkit.train.dist); rank 0 writes the run directory.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from rftkit.algorithms.registry import Models, next_kl_coef
+from rftkit.atomic import write_json_atomic
 from rftkit.config import RFTConfig
 from rftkit.eval.validate import evaluate
 from rftkit.logging.sinks import overfitting_warning, sample_records
@@ -63,6 +63,7 @@ def step_metrics(run: Run, data: StepData, stats: UpdateStats, extra: dict[str, 
     if run.algorithm.dynamic_sampling:
         record["sampling/groups_sampled"] = sum(v["sampled_groups"] for v in view)
     record.update(extra)
+    record.update(data.metrics)
     record.update({f"time/{k}": round(v, 4) for k, v in times.items()})
     return record
 
@@ -116,12 +117,14 @@ def sft_warmup(run: Run) -> None:
     summary = run_sft(run.learner.policy, run.tokenizer, run.train_examples, cfg, run.config, lora,
                       new_optimizer(lora, cfg, run.config))
     if run.collective.is_main:
-        (run.run_dir / "sft_warmup.json").write_text(json.dumps(summary, indent=2))
+        write_json_atomic(run.run_dir / "sft_warmup.json", summary)
     log.info("sft warm-up: %d steps in %.0f s, final loss %.4f", summary["sft_steps"], summary["sft_seconds"],
              summary["sft_final_loss"])
 
 
 def collect_step(run: Run) -> StepData:
+    if run.pipeline is not None:  # Ray workers sample and grade (rftkit.train.pipeline)
+        return run.pipeline.collect_step(run)
     cfg = run.config
     settings = SamplingSettings(cfg.grpo.num_generations, cfg.train.max_completion_length, cfg.train.temperature,
                                 cfg.train.top_p, False, cfg.model.chat_template, cfg.data.system_prompt)
@@ -140,24 +143,27 @@ def save(run: Run) -> None:
     if run.collective.world_size > 1:
         run.state.rank_rngs = rank_rngs
     if run.collective.is_main:
-        path = save_checkpoint(run.run_dir, run.learner.policy, run.learner.optimizer, run.state)
-        if run.learner.value_head is not None:
-            torch.save({"value_head": run.learner.value_head.state_dict(), "kl_coef": run.kl_coef}, path / PPO_STATE)
+        extra = ({PPO_STATE: {"value_head": run.learner.value_head.state_dict(), "kl_coef": run.kl_coef}}
+                 if run.learner.value_head is not None else None)
+        save_checkpoint(run.run_dir, run.learner.policy, run.learner.optimizer, run.state, extra)
     run.collective.barrier()  # no rank runs ahead of a checkpoint it might be resumed from
 
 
 def update_settings(run: Run) -> UpdateSettings:
     cfg = run.config
-    fused = "off" if cfg.train.gradient_checkpointing else cfg.train.fused_forward
+    fused = "off" if cfg.train.gradient_checkpointing or cfg.lora is None else cfg.train.fused_forward
     return UpdateSettings(run.algorithm.loss(cfg, run.kl_coef), cfg.train.temperature, cfg.train.micro_batch_size,
                           cfg.train.max_grad_norm, fused)
 
 
-def train(config: RFTConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    run = setup(config, Path(run_dir), resume)
+def train(config: RFTConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          overwrite: bool = False) -> dict:
+    run = setup(config, Path(run_dir), resume, overwrite)
     try:
         return _train(run, progress)
     finally:
+        if run.pipeline is not None:
+            run.pipeline.close()
         close_collective(run.collective)
 
 
@@ -176,8 +182,11 @@ def _train(run: Run, progress: bool) -> dict:
     while not done:
         data = collect_step(run)
         t2 = time.perf_counter()
-        models = Models(run.learner.policy, run.learner.value_head, run.kl_coef, run.collective)
+        models = Models(run.learner.policy, run.learner.value_head, run.kl_coef, run.collective, run.reference,
+                        run.learner.value_adapter)
         targets = run.algorithm.targets(models, data.rollouts, data.rewards, cfg)
+        if run.pipeline is not None:  # distributed.truncated_is: learner log-probs and capped IS weights
+            data, targets = run.pipeline.correct(run, data, targets, update_settings(run))
         settings = update_settings(run)
         set_learning_rate(run)
         for _ in range(cfg.grpo.num_iterations):
@@ -211,5 +220,5 @@ def write_summary(run: Run) -> dict:
                "train_size": len(run.train_examples), "seed": run.config.train.seed,
                "ranks": run.collective.world_size, "device": str(run.device)}
     if run.collective.is_main:
-        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_json_atomic(run.run_dir / "summary.json", summary)
     return summary

@@ -7,9 +7,12 @@ loads in one place what the loop needs into a `Run`.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,11 +23,11 @@ from rftkit.eval.validate import EvalSettings
 from rftkit.graders import WeightedGrader, build_graders
 from rftkit.logging.sinks import JsonlSink, NullSink
 from rftkit.models.kernels.fused_forward import FusedForward
-from rftkit.models.loading import (attach_lora, enable_gradient_checkpointing, load_base_model, load_tokenizer,
-                                   lora_parameters, resolve_device)
+from rftkit.models.loading import enable_gradient_checkpointing, load_tokenizer, resolve_device
 from rftkit.rollout import RolloutBackend
 from rftkit.tasks import load_examples
 from rftkit.train.checkpoint import TrainerState, latest_checkpoint, load_trainer_state, restore_rng
+from rftkit.train.policy import trainable_policy
 from rftkit.train.dist import Collective, init_collective, launched_by_torchrun, local_rank
 from rftkit.train.process import adamw, seed_everything, set_threads
 from rftkit.train.update import Learner
@@ -43,7 +46,8 @@ class Run:
     collective: Collective
     tokenizer: object
     learner: Learner
-    lora_param_count: int  # learner.params[:lora_param_count] are the adapter's (the rest: PPO's value head)
+    lora_param_count: int  # learner.params[:lora_param_count] are the policy's (the adapter's, or every weight when
+    #                        lora: null); the rest are PPO's critic (value head, and a separate critic's adapter)
     graders: list[WeightedGrader]
     train_examples: list[Example]
     val_examples: list[Example]
@@ -55,6 +59,8 @@ class Run:
     eval_settings: EvalSettings
     kl_coef: float = 0.0  # PPO's KL coefficient (adapted when ppo.adaptive_kl)
     rollout: RolloutBackend | None = None  # built on first use from config.rollout (hf or vllm)
+    pipeline: Any = None  # rftkit.train.pipeline.RayPipeline when `distributed:` asks for Ray workers
+    reference: torch.nn.Module | None = None  # lora: null with a KL or DPO term: the frozen base (rftkit.train.policy)
 
 
 def _value_head(config: RFTConfig, hidden_size: int, checkpoint: Path | None,
@@ -78,12 +84,34 @@ def _check_kernels(config: RFTConfig, policy) -> None:
         raise ConfigError(f"train.fused_forward: 'on' but {why}; use 'auto' or 'off'")
 
 
-def setup(config: RFTConfig, run_dir: Path, resume: bool) -> Run:
+RUN_STATE = ("metrics.jsonl", "samples.jsonl", "summary.json", "config.yaml", "sft_warmup.json", "checkpoints")
+
+
+def _clear_or_refuse(run_dir: Path, overwrite: bool) -> None:
+    """A fresh run never writes over an earlier run's state unless asked to (`--overwrite`)."""
+    found = [name for name in RUN_STATE if (run_dir / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        resumable = latest_checkpoint(run_dir) is not None
+        raise FileExistsError(f"{run_dir} already holds an earlier run ({', '.join(found)}): "
+                              + (f"continue it with `rft train --resume {run_dir}`, " if resumable else "")
+                              + "pick another --output, or pass --overwrite to delete it and start afresh")
+    for name in found:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def setup(config: RFTConfig, run_dir: Path, resume: bool, overwrite: bool = False) -> Run:
     # Decide fresh-or-resume before any expensive loading, so a wrong directory fails at once.
-    checkpoint = latest_checkpoint(run_dir)
-    if not resume and checkpoint is not None:  # never mix or overwrite an earlier run's results
-        raise FileExistsError(f"{run_dir} already holds a run with checkpoints: continue it with "
-                              f"`rft train --resume {run_dir}`, or pick another --output (or delete it)")
+    checkpoint = None
+    if not resume and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 owns the run directory
+        _clear_or_refuse(run_dir, overwrite)
+    if resume:
+        checkpoint = latest_checkpoint(run_dir)
     if resume and checkpoint is None:
         raise FileNotFoundError(f"--resume {run_dir}: no complete checkpoint under {run_dir / 'checkpoints'}")
     device = resolve_device(config.model.device, local_rank() if launched_by_torchrun() else None)
@@ -95,17 +123,18 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool) -> Run:
     train_examples, val_examples = load_examples(config.data)
     tokenizer = load_tokenizer(config.model)
     graders = build_graders(config.graders)
-    policy = attach_lora(load_base_model(config.model, device), config.lora, adapter_dir=checkpoint)
+    trainable = trainable_policy(config, device, checkpoint)  # LoRA, or every weight (lora: null)
+    policy = trainable.model
     if config.train.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
     _check_kernels(config, policy)
-    params = lora_parameters(policy)
+    params = trainable.params
     lora_count = len(params)
-    value_head, kl_coef = _value_head(config, policy.get_base_model().config.hidden_size, checkpoint, device)
+    value_head, kl_coef = _value_head(config, trainable.hidden_size, checkpoint, device)
     groups = [{"params": params, "lr": config.train.learning_rate, "base_lr": config.train.learning_rate}]
-    if value_head is not None:
-        groups.append({"params": list(value_head.parameters()), "lr": config.ppo.value_learning_rate,
-                       "base_lr": config.ppo.value_learning_rate})
+    if value_head is not None:  # the critic: the head (+ a separate critic's adapter) at its own rate
+        groups.append({"params": (trainable.critic_params or []) + list(value_head.parameters()),
+                       "lr": config.ppo.value_learning_rate, "base_lr": config.ppo.value_learning_rate})
         params = params + groups[1]["params"]
     optimizer = adamw(groups, config.train.learning_rate, config.train.weight_decay)
     state = TrainerState(step=0, data_epoch=0, data_cursor=0)
@@ -120,10 +149,19 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool) -> Run:
         truncate = state.step if checkpoint is not None else -1  # a fresh run starts empty files
         metrics = JsonlSink(run_dir / "metrics.jsonl", truncate)
         samples = JsonlSink(run_dir / "samples.jsonl", truncate)
-    learner = Learner(policy, optimizer, params, value_head, config.train.gradient_checkpointing)
-    return Run(config, run_dir, device, collective, tokenizer, learner, lora_count, graders, train_examples,
-               val_examples, generator, state, metrics, samples, ALGORITHMS[config.algorithm],
-               EvalSettings.of(config), kl_coef)
+    learner = Learner(policy, optimizer, params, value_head, config.train.gradient_checkpointing,
+                      trainable.value_adapter)
+    run = Run(config, run_dir, device, collective, tokenizer, learner, lora_count, graders, train_examples,
+              val_examples, generator, state, metrics, samples, ALGORITHMS[config.algorithm],
+              EvalSettings.of(config), kl_coef, reference=trainable.reference)
+    if config.distributed is not None:  # Ray is imported only here, when the config asks for it
+        if collective.world_size > 1:
+            raise ConfigError("distributed: Ray rollout workers and torchrun ranks cannot be combined yet; "
+                              "drop --nproc or the distributed: section")
+        from rftkit.train.pipeline import RayPipeline
+
+        run.pipeline = RayPipeline(config, device)
+    return run
 
 
 def next_prompts(run: Run) -> list[Example]:

@@ -9,14 +9,14 @@ The completion comes from a dataset field (`sft.completion_field`), formatted by
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from rftkit.config import RFTConfig, SftConfig, dump_config
+from rftkit.atomic import write_json_atomic
+from rftkit.config import ConfigError, RFTConfig, SftConfig, dump_config
 from rftkit.data import DataError, Example
 from rftkit.models.loading import encode_prompts
 from rftkit.rollout.sampler import left_pad
@@ -104,6 +104,8 @@ def sft(config: RFTConfig, run_dir: str | Path, progress: bool = True) -> dict:
     from rftkit.tasks import load_examples
     from rftkit.train.process import seed_everything, set_threads
 
+    if config.lora is None:
+        raise ConfigError("lora: null (full-weight) is for `rft train`; `rft sft` trains a LoRA adapter")
     run_dir = Path(run_dir)
     set_threads(config.train.threads)
     device = resolve_device(config.model.device)
@@ -136,5 +138,5 @@ def sft(config: RFTConfig, run_dir: str | Path, progress: bool = True) -> dict:
     save_checkpoint(run_dir, policy, optimizer, state)
     summary |= {"before": before, "after": last, "validation_size": len(val_examples),
                 "train_size": len(train_examples), "seed": config.train.seed}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(run_dir / "summary.json", summary)
     return summary
