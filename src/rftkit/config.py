@@ -467,6 +467,7 @@ def reference_markdown() -> str:
     """Every config key with its type, default and description, generated from the models above
     (the README embeds this output; a test keeps the two in sync)."""
     lines: list[str] = []
+    plain = {info.annotation for info in RFTConfig.model_fields.values()}  # sections documented as their own key
 
     def walk(model: type[BaseModel], prefix: str) -> None:
         rows, sections = [], []
@@ -476,7 +477,8 @@ def reference_markdown() -> str:
                 sections.append((f"{prefix}{name}", annotation))
                 continue
             optional = _section_of(annotation)
-            if optional is not None and info.default_factory is optional:  # on by default, null turns it off
+            # on by default (null turns it off), or off by default with keys of its own (distributed:)
+            if optional is not None and (info.default_factory is optional or optional not in plain):
                 sections.append((f"{prefix}{name}", optional))
             default = "required" if info.is_required() else (
                 "{}" if info.default_factory is dict or (optional and info.default_factory is optional)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -29,6 +29,7 @@ class StepData:
     weights: torch.Tensor  # [N] 0 where no grader gave a signal
     sampled_groups: int  # groups sampled this step (> batch groups when dynamic sampling refilled)
     times: dict[str, float]
+    metrics: dict[str, float] = field(default_factory=dict)  # the rollout engine's own (pipeline/*, Ray workers)
 
 
 def rewards_and_weights(graded: list[GradedCompletion], device: torch.device | None = None
@@ -68,8 +69,10 @@ def _merge_stats(all_stats: list[GradingStats]) -> GradingStats:
 
 
 def collect(sample: Callable[[list], RolloutBatch], next_prompts: Callable[[], list], graders, pad_id: int,
-            shape_rewards: Callable[[torch.Tensor, RolloutBatch], torch.Tensor], dynamic_rounds: int) -> StepData:
-    """Sample and grade one batch; with dynamic_rounds > 0, keep only informative groups and refill."""
+            shape_rewards: Callable[[torch.Tensor, RolloutBatch], torch.Tensor], dynamic_rounds: int,
+            grade: Callable[[RolloutBatch], tuple[list[GradedCompletion], GradingStats]] | None = None) -> StepData:
+    """Sample and grade one batch; with dynamic_rounds > 0, keep only informative groups and refill.
+    `grade`: the grades of a batch `sample` just returned, when they were made elsewhere (Ray workers)."""
     times: Counter = Counter()
     batches, graded_all, stats_all, rewards_all, weights_all = [], [], [], [], []
     kept_groups, sampled_groups, wanted = 0, 0, None
@@ -79,7 +82,7 @@ def collect(sample: Callable[[list], RolloutBatch], next_prompts: Callable[[], l
         t0 = time.perf_counter()
         batch = sample(prompts)
         t1 = time.perf_counter()
-        graded, stats = grade_all(graders, batch.examples, batch.completions)
+        graded, stats = grade(batch) if grade else grade_all(graders, batch.examples, batch.completions)
         check_health(stats, len(graded))
         times["generate"] += t1 - t0
         times["grade"] += time.perf_counter() - t1
