@@ -12,7 +12,7 @@ from pathlib import Path
 from rftkit.atomic import DiskFullError
 from rftkit.config import ConfigError
 from rftkit.data import DataError
-from rftkit.models.loading import ModelLoadError
+from rftkit.models.errors import ModelLoadError
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +135,14 @@ def cmd_base_build(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from rftkit.grade_command import add_grade_arguments
 
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("rftkit")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        installed = "unknown (not installed)"
     parser = argparse.ArgumentParser(prog="rft", description="Reinforcement fine-tuning with LoRA and graders")
+    parser.add_argument("--version", action="version", version=f"rft (rftkit) {installed}")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     train = verbs.add_parser("train", help="run RFT (GRPO + LoRA) from a YAML config")

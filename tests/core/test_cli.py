@@ -40,3 +40,16 @@ def test_train_then_eval_from_the_command_line(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["accuracy"] == summary["after"]["accuracy"] and printed["examples"] == 8
     assert main(["eval", str(path), "--adapter", str(tmp_path / "nowhere")]) == 2
+
+
+def test_help_and_version_import_no_torch():
+    """`rft --help` stays fast: the parser and the error types it reports load without torch."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom rftkit.cli import build_parser\nparser = build_parser()\n"
+             "parser.format_help()\nprint(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    version = subprocess.run([sys.executable, "-m", "rftkit.cli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("rft (rftkit) ")

@@ -12,12 +12,9 @@ import torch
 
 from rftkit.config import LoraConfig, ModelConfig
 from rftkit.models.embedded import EMBEDDED_DIR
+from rftkit.models.errors import ModelLoadError  # noqa: F401  (re-exported: its home needs no torch)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class ModelLoadError(RuntimeError):
-    pass
 
 
 def resolve_device(setting: str, local_rank: int | None = None) -> torch.device:
