@@ -62,6 +62,9 @@ class DataConfig(Section):
                                     "(countdown: min_numbers, max_numbers, max_number, max_target).")
     system_prompt: str | None = Field(None, description="A system turn prepended to every prompt (null: the "
                                       "task's own, if any).")
+    max_prompt_length: int = Field(4096, ge=1, description="Longest prompt in tokens (chat template and system "
+                                   "prompt included); a longer training or validation prompt stops the run before "
+                                   "any step, naming the example, instead of exhausting memory in the sampler.")
 
 
 class GraderSpec(BaseModel):

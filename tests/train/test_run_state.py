@@ -170,3 +170,33 @@ def test_set_reaches_list_entries_by_index():
 
     with pytest.raises(ConfigError, match="'3' is not an index of graders"):
         apply_override(raw, "graders.3.weight=2")
+
+
+def test_a_huge_prompt_is_refused_before_any_step_naming_the_row(tmp_path, capsys):
+    rows = [{"id": f"r{i}", "prompt": "Using the numbers [1, 2], make 3.", "target": 3, "numbers": [1, 2]}
+            for i in range(12)]
+    rows[5]["prompt"] = "make 3 " * 200_000  # about 1 MB
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = write_config(tmp_path, data__source=str(data), data__val_size=2, data__train_size=None)
+    assert main(["train", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "example 'r5'" in error and "data.max_prompt_length=4096" in error
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_every_set_example_in_the_help_texts_works(tmp_path, capsys):
+    import re
+
+    from rftkit.cli import build_parser
+    from rftkit.config import load_config
+
+    parser = build_parser()
+    verbs = parser._subparsers._group_actions[0].choices  # the verbs' own parsers, as `rft VERB --help` prints them
+    examples = set()
+    for verb in verbs.values():
+        examples |= {e.rstrip("),.;") for e in re.findall(r"--set ([a-z_][\w.]*=\S+)", verb.format_help())}
+    assert "graders.0.weight=2" in examples and "train.steps=20" in examples
+    config = write_config(tmp_path)
+    for assignment in examples:
+        load_config(config, [assignment])  # parses and validates, or raises ConfigError naming the key

@@ -18,12 +18,12 @@ import torch
 
 from rftkit.algorithms.registry import ALGORITHMS, AlgorithmSpec, new_value_head
 from rftkit.config import ConfigError, RFTConfig, dump_config
-from rftkit.data import Example
+from rftkit.data import DataError, Example
 from rftkit.eval.validate import EvalSettings
 from rftkit.graders import WeightedGrader, build_graders
 from rftkit.logging.sinks import JsonlSink, NullSink
 from rftkit.models.kernels.fused_forward import FusedForward
-from rftkit.models.loading import enable_gradient_checkpointing, load_tokenizer, resolve_device
+from rftkit.models.loading import enable_gradient_checkpointing, encode_prompts, load_tokenizer, resolve_device
 from rftkit.rollout import RolloutBackend
 from rftkit.tasks import load_examples
 from rftkit.train.checkpoint import TrainerState, latest_checkpoint, load_trainer_state, restore_rng
@@ -122,6 +122,7 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool, overwrite: bool = Fals
     generator = seed_everything(config.train.seed, device, collective.rank * RANK_SAMPLING_OFFSET)
     train_examples, val_examples = load_examples(config.data)
     tokenizer = load_tokenizer(config.model)
+    check_prompt_lengths(tokenizer, train_examples + val_examples, config)
     graders = build_graders(config.graders)
     trainable = trainable_policy(config, device, checkpoint)  # LoRA, or every weight (lora: null)
     policy = trainable.model
@@ -162,6 +163,19 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool, overwrite: bool = Fals
 
         run.pipeline = RayPipeline(config, device)
     return run
+
+
+def check_prompt_lengths(tokenizer, examples: list[Example], config: RFTConfig) -> None:
+    """Refuse a prompt longer than `data.max_prompt_length` tokens before anything is sampled: one huge row
+    would otherwise ask the sampler for a cache of prompt length x G rows at every resume."""
+    limit = config.data.max_prompt_length
+    for example in examples:
+        if len(example.prompt_text()) <= limit:  # a token is at least one character: no need to tokenize
+            continue
+        length = len(encode_prompts(tokenizer, [example], config.model.chat_template, config.data.system_prompt)[0])
+        if length > limit:
+            raise DataError(f"data: example {example.id!r} has a prompt of {length} tokens, more than "
+                            f"data.max_prompt_length={limit}; shorten or drop that row, or raise the limit")
 
 
 def next_prompts(run: Run) -> list[Example]:
