@@ -76,7 +76,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                         f"-> after {summary['steps']} steps in {summary['wall_seconds']:.0f} s:")
     if summary["ranks"] > 1:
         print(f"ranks: {summary['ranks']} ({summary['device']} on rank 0)")
-    print(f"run directory: {run_dir}")
+    if "test" in summary:  # scored once, with the checkpoint validation chose: the figure to report
+        test = summary["test"]
+        print(f"test split ({summary['test_size']} prompts, never used to choose): accuracy {test['accuracy']:.3f}, "
+              f"greedy {test['accuracy_greedy']:.3f}, mean reward {test['mean_reward']:.3f}")
+    if summary.get("best"):
+        best = summary["best"]
+        print(f"best checkpoint: {summary['best_checkpoint']} (step {best['step']}, validation {best['metric']} "
+              f"{best['value']:.3f})")
+    elif summary.get("best_checkpoint"):
+        print(f"final checkpoint: {summary['best_checkpoint']}")
+    print(f"run directory: {run_dir}   report: rft report {run_dir}")
     return 0
 
 

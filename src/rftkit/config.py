@@ -56,7 +56,11 @@ class DataConfig(Section):
     hf_split: str = Field("train", description="Split to read for 'hf:' sources.")
     train_size: int | None = Field(None, ge=1, description="Training prompts to use (generators: how many to make; "
                                    "files: keep the first N after the split). null = all.")
-    val_size: int = Field(500, ge=1, description="Held-out prompts for validation (never trained on).")
+    val_size: int = Field(500, ge=1, description="Held-out prompts for validation (never trained on): they choose "
+                          "(eval.keep_best) and warn of overfitting.")
+    test_size: int = Field(0, ge=0, description="Held-out prompts for the test split, apart from validation and "
+                           "training: scored once at the end with the chosen checkpoint, and what the summary "
+                           "reports as `test`. 0: no test split.")
     seed: int = Field(1234, description="Seed for the generator and for the train/validation split.")
     options: dict[str, Any] = Field(default_factory=dict, description="Task-generator options "
                                     "(countdown: min_numbers, max_numbers, max_number, max_target).")
@@ -129,6 +133,9 @@ class EvalConfig(Section):
     max_completion_length: int | None = Field(None, ge=1, description="null: same as train.max_completion_length.")
     overfit_patience: int = Field(3, ge=2, description="Warn when validation accuracy fell this many evaluations in "
                                   "a row while the training reward rose.")
+    keep_best: Literal["accuracy", "accuracy_greedy", "mean_reward"] | None = Field(
+        None, description="Keep the checkpoint with the highest validation value of this metric as "
+        "checkpoints/best (chosen on validation, never on the test split); null: the last checkpoint is the result.")
 
 
 class RolloutConfig(Section):

@@ -200,3 +200,26 @@ def test_every_set_example_in_the_help_texts_works(tmp_path, capsys):
     config = write_config(tmp_path)
     for assignment in examples:
         load_config(config, [assignment])  # parses and validates, or raises ConfigError naming the key
+
+
+def test_validation_chooses_the_best_checkpoint_and_the_test_split_reports(tmp_path, capsys):
+    config = write_config(tmp_path, train__steps=3, data__test_size=6, eval__keep_best="mean_reward")
+    assert main(["train", str(config)]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    validations = [(m["step"], m["val/mean_reward"]) for m in metrics if m["step"] > 0]
+    best_step, best_value = max(validations, key=lambda sv: (sv[1], -sv[0]))  # first of the highest
+    assert summary["best"] == {"step": best_step, "metric": "mean_reward", "value": best_value}
+    assert json.loads((run / "checkpoints" / "best" / "best.json").read_text())["step"] == best_step
+    assert summary["test_size"] == 6 and set(summary["test"]) == {"accuracy", "accuracy_greedy", "mean_reward"}
+    assert "test split (6 prompts" in out and "best checkpoint:" in out and f"rft report {run}" in out
+    # the test prompts are neither validation nor training prompts
+    from rftkit.config import load_config
+    from rftkit.tasks import load_splits
+
+    train_set, val_set, test_set = load_splits(load_config(config).data)
+    assert len(test_set) == 6 and not {e.id for e in test_set} & {e.id for e in train_set + val_set}
+    no_test = load_splits(load_config(config, ["data.test_size=0"]).data)
+    assert [e.id for e in no_test[1]] == [e.id for e in val_set]  # validation does not move with a test split

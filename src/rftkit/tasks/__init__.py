@@ -25,7 +25,17 @@ def _dedupe_key(example: Example) -> str:
 
 
 def load_examples(data: DataConfig) -> tuple[list[Example], list[Example]]:
-    """(train, validation) examples for a data config; validation never overlaps training.
+    """(train, validation) examples for a data config (the test split, if any, is left out)."""
+    train, val, _ = load_splits(data)
+    return train, val
+
+
+def load_splits(data: DataConfig) -> tuple[list[Example], list[Example], list[Example]]:
+    """(train, validation, test) examples for a data config; no split overlaps another.
+
+    The test split (`data.test_size`, 0 by default) is taken after validation: from the generator's
+    stream right after the validation prompts, or from a file's shuffled rows right after validation,
+    so that validation and (with test_size 0) training are exactly what they were without one.
 
     Generators: the first `val_size` examples of the seeded stream are the validation set and
     the next `train_size` the training set, so the held-out set does not depend on
@@ -36,8 +46,9 @@ def load_examples(data: DataConfig) -> tuple[list[Example], list[Example]]:
         if data.val_source is not None:
             raise DataError("data.val_source: not used with a generated task; the generator makes the held-out set")
         train_size = data.train_size or 1000
-        stream = GENERATORS[data.source](data.val_size + train_size, data.seed, dict(data.options))
-        val, train = stream[:data.val_size], stream[data.val_size:]
+        held = data.val_size + data.test_size
+        stream = GENERATORS[data.source](held + train_size, data.seed, dict(data.options))
+        val, test, train = stream[:data.val_size], stream[data.val_size:held], stream[held:]
     else:
         if data.options:
             raise DataError(f"data.options: only for generated tasks ({', '.join(GENERATORS)}), not {data.source!r}")
@@ -46,12 +57,18 @@ def load_examples(data: DataConfig) -> tuple[list[Example], list[Example]]:
             train, val = examples, _load_source(data.val_source, data.hf_split)[:data.val_size]
         else:
             train, val = split_train_val(examples, min(data.val_size, len(examples) - 1), data.seed)
+        test: list[Example] = []
+        if data.test_size:
+            if data.test_size >= len(train):
+                raise DataError(f"data.test_size: {data.test_size} leaves no training rows ({len(train)} after "
+                                "validation)")
+            test, train = train[:data.test_size], train[data.test_size:]  # already in shuffled order
         train = train[:data.train_size] if data.train_size else train
-    held_out = {_dedupe_key(e) for e in val}
+    held_out = {_dedupe_key(e) for e in val + test}
     train = [e for e in train if _dedupe_key(e) not in held_out]
     if not train:
         raise DataError(f"data.source {data.source!r}: no training examples left after removing held-out duplicates")
-    return train, val
+    return train, val, test
 
 
 def _load_source(source: str, split: str) -> list[Example]:

@@ -39,6 +39,7 @@ class TrainerState:
     python_rng: Any = None
     numpy_rng: Any = None
     rank_rngs: list[dict[str, Any]] | None = None  # under torchrun: every rank's RNG states, by rank
+    best: dict[str, Any] | None = None  # eval.keep_best: {"step", "metric", "value"} of checkpoints/best
 
     def rng_states(self) -> dict[str, Any]:
         return {"sampling_rng": self.sampling_rng, "torch_rng": self.torch_rng, "python_rng": self.python_rng,

@@ -25,9 +25,10 @@ from rftkit.config import RFTConfig
 from rftkit.eval.validate import evaluate
 from rftkit.logging.sinks import overfitting_warning, sample_records
 from rftkit.rollout import RolloutBackend, SamplingSettings, build_backend
-from rftkit.train.checkpoint import capture_rng, save_checkpoint
+from rftkit.train.checkpoint import capture_rng, latest_checkpoint, save_checkpoint
 from rftkit.train.collect import StepData, collect
 from rftkit.train.dist import close_collective
+from rftkit.train.selection import best_dir, maybe_keep_best, test_metrics
 from rftkit.train.sft import new_optimizer, run_sft
 from rftkit.train.setup import PPO_STATE, Run, next_prompts, setup
 from rftkit.train.update import UpdateSettings, UpdateStats, update_policy
@@ -200,7 +201,9 @@ def _train(run: Run, progress: bool) -> dict:
         done = bool(run.collective.sum(torch.tensor([float(done)])).item())  # the ranks stop together
         record = step_metrics(run, data, stats, targets.metrics, times)
         if state.step % cfg.eval.eval_every == 0 or done:
-            check_overfitting(run, validate(run, record), record["reward/mean"])
+            val = validate(run, record)
+            check_overfitting(run, val, record["reward/mean"])
+            maybe_keep_best(run, val)
         state.elapsed_seconds = time.perf_counter() - session_start
         run.metrics.write(record)
         for sample in sample_records(state.step, data.rollouts.completions, data.graded, data.rollouts.examples,
@@ -219,6 +222,13 @@ def write_summary(run: Run) -> dict:
                "wall_seconds": round(run.state.elapsed_seconds, 1), "validation_size": len(run.val_examples),
                "train_size": len(run.train_examples), "seed": run.config.train.seed,
                "ranks": run.collective.world_size, "device": str(run.device)}
+    chosen = best_dir(run.run_dir) if run.state.best else latest_checkpoint(run.run_dir)
+    summary["best_checkpoint"] = str(chosen) if chosen else None
+    if run.state.best:
+        summary["best"] = run.state.best
+    test = test_metrics(run)
+    if test is not None:
+        summary |= {"test": test, "test_size": len(run.test_examples)}
     if run.collective.is_main:
         write_json_atomic(run.run_dir / "summary.json", summary)
     return summary

@@ -10,7 +10,7 @@ import logging
 import os
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from rftkit.logging.sinks import JsonlSink, NullSink
 from rftkit.models.kernels.fused_forward import FusedForward
 from rftkit.models.loading import enable_gradient_checkpointing, encode_prompts, load_tokenizer, resolve_device
 from rftkit.rollout import RolloutBackend
-from rftkit.tasks import load_examples
+from rftkit.tasks import load_splits
 from rftkit.train.checkpoint import TrainerState, latest_checkpoint, load_trainer_state, restore_rng
 from rftkit.train.policy import trainable_policy
 from rftkit.train.dist import Collective, init_collective, launched_by_torchrun, local_rank
@@ -61,6 +61,7 @@ class Run:
     rollout: RolloutBackend | None = None  # built on first use from config.rollout (hf or vllm)
     pipeline: Any = None  # rftkit.train.pipeline.RayPipeline when `distributed:` asks for Ray workers
     reference: torch.nn.Module | None = None  # lora: null with a KL or DPO term: the frozen base (rftkit.train.policy)
+    test_examples: list[Example] = field(default_factory=list)  # data.test_size: scored once at the end
 
 
 def _value_head(config: RFTConfig, hidden_size: int, checkpoint: Path | None,
@@ -120,9 +121,9 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool, overwrite: bool = Fals
     collective = init_collective(device)
     set_threads(config.train.threads)
     generator = seed_everything(config.train.seed, device, collective.rank * RANK_SAMPLING_OFFSET)
-    train_examples, val_examples = load_examples(config.data)
+    train_examples, val_examples, test_examples = load_splits(config.data)
     tokenizer = load_tokenizer(config.model)
-    check_prompt_lengths(tokenizer, train_examples + val_examples, config)
+    check_prompt_lengths(tokenizer, train_examples + val_examples + test_examples, config)
     graders = build_graders(config.graders)
     trainable = trainable_policy(config, device, checkpoint)  # LoRA, or every weight (lora: null)
     policy = trainable.model
@@ -154,7 +155,7 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool, overwrite: bool = Fals
                       trainable.value_adapter)
     run = Run(config, run_dir, device, collective, tokenizer, learner, lora_count, graders, train_examples,
               val_examples, generator, state, metrics, samples, ALGORITHMS[config.algorithm],
-              EvalSettings.of(config), kl_coef, reference=trainable.reference)
+              EvalSettings.of(config), kl_coef, reference=trainable.reference, test_examples=test_examples)
     if config.distributed is not None:  # Ray is imported only here, when the config asks for it
         if collective.world_size > 1:
             raise ConfigError("distributed: Ray rollout workers and torchrun ranks cannot be combined yet; "
