@@ -303,7 +303,8 @@ class RFTConfig(Section):
                                                   "null: everything in this process.")
     save_every: int = Field(100, ge=1, description="Write checkpoints/step-N every N steps (and at the end).")
     samples_per_step: int = Field(4, ge=0, description="Completions per step written to samples.jsonl.")
-    output_dir: str = Field("runs/countdown", description="Run directory (config, metrics, samples, checkpoints).")
+    output_dir: str = Field("runs/countdown", description="Run directory (config, metrics, samples, checkpoints). "
+                            "Unset in a config file: runs/<the file's name without .yaml>.")
 
     @model_validator(mode="after")
     def _check_graders(self) -> "RFTConfig":
@@ -433,9 +434,34 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RFTConf
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if isinstance(raw, dict):
+        raw.setdefault("output_dir", str(Path("runs") / path.stem))
+        _resolve_relative_paths(raw, path.parent)
     for assignment in overrides or []:
         apply_override(raw, assignment)
     return parse_config(raw, str(path))
+
+
+def _resolve_relative_paths(raw: dict[str, Any], folder: Path) -> None:
+    """Input files named relative to the config file's folder are found there (a path that exists
+    relative to the working directory instead is kept as it is, as before)."""
+
+    def resolve(value: Any) -> Any:
+        if not isinstance(value, str) or not value or value.startswith("hf:") or Path(value).is_absolute():
+            return value
+        file_part, sep, attr = value.partition(":") if value.split(":")[0].endswith(".py") else (value, "", "")
+        if Path(file_part).exists() or not (folder / file_part).exists():
+            return value
+        return str(folder / file_part) + sep + attr
+
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("source", "val_source"):
+            if key in data:
+                data[key] = resolve(data[key])
+    for grader in raw.get("graders") or []:
+        if isinstance(grader, dict) and "function" in grader:
+            grader["function"] = resolve(grader["function"])
 
 
 # Keys a resumed run may change: they decide how long to run and how often to log, not what is trained.

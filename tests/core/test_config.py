@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -62,3 +64,26 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("train: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_output_dir_from_the_file_name_and_paths_relative_to_the_config_folder(tmp_path, monkeypatch):
+    import yaml
+
+    from rftkit.config import load_config
+    from tests.conftest import tiny_config_dict
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "rows.jsonl").write_text('{"prompt": "p", "target": 1}\n')
+    (folder / "rewards.py").write_text("def reward(example, completion):\n    return 1.0\n")
+    raw = tiny_config_dict(tmp_path)
+    del raw["output_dir"]
+    raw["data"] = {"source": "rows.jsonl", "val_size": 1}
+    raw["graders"].append({"name": "mine", "type": "function", "function": "rewards.py:reward"})
+    (folder / "my-task.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)  # run from elsewhere: the files are found next to the config
+    config = load_config(folder / "my-task.yaml")
+    assert config.output_dir == str(Path("runs") / "my-task")
+    assert config.data.source == str(folder / "rows.jsonl")
+    assert config.graders[-1].params()["function"] == f"{folder / 'rewards.py'}:reward"
+    assert load_config(folder / "my-task.yaml", ["output_dir=elsewhere"]).output_dir == "elsewhere"
