@@ -174,11 +174,10 @@ def open_jsonl(path: str | Path, mode: str = "w"):
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open_jsonl(path) as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    """Complete or absent (temporary file + rename): a killed `--output` never leaves a short file."""
+    from rftkit.atomic import write_jsonl_atomic
+
+    write_jsonl_atomic(path, rows)
 
 
 def split_train_val(examples: Sequence[Example], val_size: int, seed: int) -> tuple[list[Example], list[Example]]:
