@@ -76,3 +76,6 @@ class UpdateTargets:
     ref_logprobs: torch.Tensor | None  # [N, T] reference log-probs when a KL term is on
     value_targets: ValueTargets | None = None  # PPO only
     metrics: dict[str, float] = field(default_factory=dict)  # algorithm-specific step metrics
+    # [M] the batch rows the update trains on, in this order (online DPO: chosen_0, rejected_0, chosen_1, ...);
+    # advantages and ref_logprobs are then those rows' ([M], [M, T]). None: every row, in batch order.
+    rows: torch.Tensor | None = None

@@ -125,17 +125,21 @@ def _graded_record(completion: str, graded: GradedCompletion, rule: AccuracyRule
 
 
 def load_policy(config: RFTConfig, adapter: str | Path | None):
-    """Base model + tokenizer, with a saved adapter applied (or none: the base model itself)."""
+    """Base model + tokenizer, with a saved adapter applied (or none: the base model itself). A checkpoint
+    of a full-weight run (`lora: null`: a whole model in transformers' format) is loaded in the base's place."""
     from rftkit.models.loading import load_base_model, load_tokenizer
 
     tokenizer = load_tokenizer(config.model)
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file() \
+            and (Path(adapter) / "config.json").is_file():
+        return load_base_model(config.model.model_copy(update={"name": str(adapter)})), tokenizer
     model = load_base_model(config.model)
     if adapter is not None:
         from peft import PeftModel
 
         if not (Path(adapter) / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"--adapter {adapter}: no adapter_config.json there (expected a "
-                                    "checkpoints/step-N directory)")
+            raise FileNotFoundError(f"--adapter {adapter}: no adapter_config.json (or, for a full-weight run, "
+                                    "config.json) there (expected a checkpoints/step-N directory)")
         model = PeftModel.from_pretrained(model, str(adapter)).eval()
     return model, tokenizer
 

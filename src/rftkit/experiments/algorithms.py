@@ -1,9 +1,11 @@
-"""`rft experiment algorithm-comparison`: GRPO, Dr. GRPO, DAPO, RLOO and PPO after the same wall-clock budget.
+"""`rft experiment algorithm-comparison`: every registered algorithm, plus full-weight GRPO and PPO with a
+separate value model, after the same wall-clock budget.
 
-Every algorithm starts from the same embedded model and LoRA init (same seed), trains on the
-same 1000 Countdown puzzles with the same batch (8 prompts x 8 completions) and learning rate,
-stops after `budget` seconds of training (validation not counted), and is scored on the same
-held-out puzzles. Each algorithm runs with its defaults (README: Algorithms).
+Every arm starts from the same embedded model and LoRA init (same seed), trains on the same 1000
+Countdown puzzles with the same batch (8 prompts x 8 completions) and learning rate, stops after
+`budget` seconds of training (validation not counted), and is scored on the same held-out puzzles.
+Each algorithm runs with its defaults (README: Algorithms). The full-weight arm trains every weight
+of the model (lora: null) at FULL_WEIGHT_LR, the rate a 60 s probe picked for it (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from pathlib import Path
 from rftkit.experiments.common import ArmResult, cell, run_rl_arm, run_tasks, write_json
 from rftkit.algorithms.registry import ALGORITHMS
 
-LABELS = {"grpo": "GRPO", "dr_grpo": "Dr. GRPO", "dapo": "DAPO", "rloo": "RLOO", "ppo": "PPO (value head, GAE)"}
+FULL_WEIGHT_LR = 1e-4
+LABELS = {"grpo": "GRPO", "dr_grpo": "Dr. GRPO", "dapo": "DAPO", "rloo": "RLOO", "ppo": "PPO (value head, GAE)",
+          "gspo": "GSPO", "cispo": "CISPO", "online_dpo": "online DPO (best vs worst)",
+          "grpo_full_weight": "GRPO, full-weight", "ppo_separate_value": "PPO, separate value adapter"}
+# arm -> its settings beyond the shared ones: one arm per registered algorithm, and two variants
+ARMS: dict[str, dict] = {name: {"algorithm": name} for name in ALGORITHMS} | {
+    "grpo_full_weight": {"algorithm": "grpo", "lora": None, "train.learning_rate": FULL_WEIGHT_LR},
+    "ppo_separate_value": {"algorithm": "ppo", "ppo.value_model": "separate"},
+}
 
 
 def table(results: list[ArmResult], algorithms: list[str]) -> str:
@@ -35,10 +45,10 @@ def table(results: list[ArmResult], algorithms: list[str]) -> str:
 
 
 def run_arm(name: str, seed: int, budget: float, train_size: int, val_size: int, out: Path) -> ArmResult:
-    settings = {"algorithm": name, "train.seed": seed, "train.max_seconds": budget,
-                "data.train_size": train_size, "data.val_size": val_size}
+    settings = ARMS[name] | {"train.seed": seed, "train.max_seconds": budget, "data.train_size": train_size,
+                             "data.val_size": val_size}
     result = run_rl_arm(name, settings, out / "runs" / f"{name}-seed{seed}")
-    print(f"{name:8s} seed={seed} accuracy {result.start_accuracy:.3f} -> {result.accuracy:.3f} "
+    print(f"{name:18s} seed={seed} accuracy {result.start_accuracy:.3f} -> {result.accuracy:.3f} "
           f"(greedy {result.start_accuracy_greedy:.3f} -> {result.accuracy_greedy:.3f}), "
           f"{result.steps} steps, {result.wall_seconds:.0f} s", flush=True)
     return result
@@ -46,7 +56,10 @@ def run_arm(name: str, seed: int, budget: float, train_size: int, val_size: int,
 
 def main(seeds: list[int], budget: float, output: str | None, algorithms: list[str] | None = None,
          train_size: int = 1000, val_size: int = 500, jobs: int = 1) -> dict:
-    algorithms = algorithms or list(ALGORITHMS)
+    algorithms = algorithms or list(ARMS)
+    unknown = sorted(set(algorithms) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown arms {unknown}; have {', '.join(ARMS)}")
     out = Path(output or "runs/experiments/algorithm-comparison")
     started = time.perf_counter()
     tasks = [(run_arm, (name, seed, budget, train_size, val_size, out)) for seed in seeds for name in algorithms]

@@ -5,10 +5,13 @@ one row per distinct prompt, [prompt | completion 1 | completion 2 | ...], with 
 no prompt is computed twice and no completion is padded. For Qwen2/Llama LoRA policies the
 packed forward runs through `models.kernels.fused_forward` (PEFT's function in fewer matmuls);
 every other model, and `train.fused_forward: off`, uses the model's own forward. Every tensor
-made here is made on the device of the inputs.
+made here is made on the device of the inputs. PPO's separate critic (`ppo.value_model: separate`)
+is the same base under a second adapter: `policy_and_values` runs it as a second forward.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -153,19 +156,56 @@ def token_logprobs_and_values(model, value_head, prompt_ids, prompt_mask, comple
     return logprobs, entropy, values
 
 
+@contextmanager
+def active_adapter(policy, name: str | None):
+    """`policy` with its PEFT adapter `name` active (None: as it is). PEFT's set_adapter also makes every other
+    adapter untrainable; the requires_grad flags are put back, so the policy's and the critic's both train."""
+    if name is None:
+        yield policy
+        return
+    flags = [(param, param.requires_grad) for param in policy.parameters()]
+    previous = policy.active_adapter
+    policy.set_adapter(name)
+    try:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+        yield policy
+    finally:
+        policy.set_adapter(previous)
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+def policy_and_values(policy, value_head, value_adapter: str | None, prompt_ids, prompt_mask, completion_ids,
+                      completion_mask, temperature: float, with_entropy: bool = False, fused_forward: str = "auto"):
+    """`token_logprobs_and_values` with PPO's critic: the value head on the policy's own last hidden state
+    (value_adapter None: one forward), or on the same base under the critic's adapter (a second forward)."""
+    if value_adapter is None or value_head is None:
+        return token_logprobs_and_values(policy, value_head, prompt_ids, prompt_mask, completion_ids,
+                                         completion_mask, temperature, with_entropy, fused_forward)
+    logp, entropy, _ = token_logprobs_and_values(policy, None, prompt_ids, prompt_mask, completion_ids,
+                                                 completion_mask, temperature, with_entropy, fused_forward)
+    with active_adapter(policy, value_adapter):
+        _, _, values = token_logprobs_and_values(policy, value_head, prompt_ids, prompt_mask, completion_ids,
+                                                 completion_mask, temperature, False, fused_forward)
+    return logp, entropy, values
+
+
 def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, width - t.shape[1])) if t.shape[1] < width else t
 
 
 @torch.no_grad()
 def reference_logprobs(policy, batch: RolloutBatch, temperature: float, micro_batch_size: int,
-                       fused_forward: str = "auto") -> torch.Tensor:
-    """Log-probs under the reference: the same base weights with the LoRA adapter disabled."""
-    chunks = []
-    with policy.disable_adapter():
+                       fused_forward: str = "auto", reference=None) -> torch.Tensor:
+    """Log-probs under the reference: the same base weights with the LoRA adapter disabled, or `reference`,
+    a frozen copy of the base (full-weight runs, where the policy has no adapter to disable)."""
+    chunks = [batch.old_logprobs[:0]]  # [0, T]: a batch without rows (online DPO with every group tied)
+    model = policy if reference is None else reference
+    with policy.disable_adapter() if reference is None else nullcontext():
         for s in range(0, len(batch.completions), micro_batch_size):
             sl = slice(s, s + micro_batch_size)
-            logp, _ = token_logprobs(policy, batch.prompt_ids[sl], batch.prompt_mask[sl], batch.completion_ids[sl],
+            logp, _ = token_logprobs(model, batch.prompt_ids[sl], batch.prompt_mask[sl], batch.completion_ids[sl],
                                      batch.completion_mask[sl], temperature, fused_forward=fused_forward)
             chunks.append(_pad_to(logp, batch.completion_ids.shape[1]))
     return torch.cat(chunks)  # [N, T]
@@ -173,13 +213,16 @@ def reference_logprobs(policy, batch: RolloutBatch, temperature: float, micro_ba
 
 @torch.no_grad()
 def rollout_values(policy, value_head, batch: RolloutBatch, temperature: float, micro_batch_size: int,
-                   fused_forward: str = "auto") -> torch.Tensor:
-    """Value estimates [N, T] of the policy that sampled the batch (PPO's V_old)."""
+                   fused_forward: str = "auto", value_adapter: str | None = None) -> torch.Tensor:
+    """Value estimates [N, T] of the critic at sampling time (PPO's V_old); `value_adapter`: the separate
+    critic's adapter (None: the head on the policy's own hidden states)."""
     chunks = []
-    for s in range(0, len(batch.completions), micro_batch_size):
-        sl = slice(s, s + micro_batch_size)
-        _, _, values = token_logprobs_and_values(policy, value_head, batch.prompt_ids[sl], batch.prompt_mask[sl],
-                                                 batch.completion_ids[sl], batch.completion_mask[sl], temperature,
-                                                 fused_forward=fused_forward)
-        chunks.append(_pad_to(values, batch.completion_ids.shape[1]))
+    with active_adapter(policy, value_adapter):
+        for s in range(0, len(batch.completions), micro_batch_size):
+            sl = slice(s, s + micro_batch_size)
+            _, _, values = token_logprobs_and_values(policy, value_head, batch.prompt_ids[sl],
+                                                     batch.prompt_mask[sl], batch.completion_ids[sl],
+                                                     batch.completion_mask[sl], temperature,
+                                                     fused_forward=fused_forward)
+            chunks.append(_pad_to(values, batch.completion_ids.shape[1]))
     return torch.cat(chunks) * batch.completion_mask  # [N, T]

@@ -3,7 +3,9 @@
 Per batch: reference log-probs once (adapter disabled, no gradient, only when a KL term is on);
 then `num_iterations` passes, each one forward+backward per micro-batch and one optimizer step.
 Micro-batches are trimmed to their own longest prompt and completion. PPO adds a value head on
-the policy's last hidden state; its clipped loss joins the same backward pass.
+the policy's last hidden state (or on a separate critic adapter's); its clipped loss joins the same
+backward pass. A loss over several rows (online DPO's pairs) gets the rows the targets select, in
+micro-batches of whole items.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 
 from rftkit.algorithms.grpo import aggregate, masked_mean
 from rftkit.algorithms.losses import POLICY_LOSSES, LossInputs, LossSettings
-from rftkit.models.forward import token_logprobs_and_values
+from rftkit.models.forward import policy_and_values
 from rftkit.train.dist import LOCAL, Collective
 from rftkit.types import RolloutBatch, UpdateTargets
 
@@ -33,13 +35,14 @@ class UpdateStats:
 
 @dataclass
 class Learner:
-    """What the update trains: the policy (base + adapter), its optimizer, and PPO's value head."""
+    """What the update trains: the policy (base + adapter, or every weight), its optimizer, and PPO's critic."""
 
     policy: torch.nn.Module
     optimizer: torch.optim.Optimizer
     params: list[torch.nn.Parameter]  # every trained parameter (clipped together)
     value_head: torch.nn.Module | None = None
     gradient_checkpointing: bool = False  # train.gradient_checkpointing: transformers checkpoints only in train mode
+    value_adapter: str | None = None  # ppo.value_model: separate: the critic's own LoRA adapter on the policy's base
 
 
 @contextmanager
@@ -77,6 +80,9 @@ def update_policy(learner: Learner, batch: RolloutBatch, targets: UpdateTargets,
     cfg, temperature, micro_batch_size = settings.loss, settings.temperature, settings.micro_batch_size
     policy, value_head = learner.policy, learner.value_head
     advantages, ref_logprobs, value_targets = targets.advantages, targets.ref_logprobs, targets.value_targets
+    if targets.rows is not None:  # the rows the loss is over, in its order (online DPO: chosen, rejected, ...)
+        batch, sample_weight = batch.rows(targets.rows), sample_weight[targets.rows]
+    micro_batch_size = max(micro_batch_size - micro_batch_size % cfg.rows_per_item, cfg.rows_per_item)
     loss_fn = POLICY_LOSSES[cfg.name]
     n = len(batch.completions)
     mask_all = batch.completion_mask.float() * sample_weight[:, None]
@@ -88,10 +94,10 @@ def update_policy(learner: Learner, batch: RolloutBatch, targets: UpdateTargets,
     with training_mode(policy, learner.gradient_checkpointing):
         for s in range(0, n, micro_batch_size):
             sl = slice(s, s + micro_batch_size)
-            logp, entropy, values = token_logprobs_and_values(policy, value_head, batch.prompt_ids[sl],
-                                                              batch.prompt_mask[sl], batch.completion_ids[sl],
-                                                              batch.completion_mask[sl], temperature,
-                                                              with_entropy=True, fused_forward=settings.fused_forward)
+            logp, entropy, values = policy_and_values(policy, value_head, learner.value_adapter, batch.prompt_ids[sl],
+                                                      batch.prompt_mask[sl], batch.completion_ids[sl],
+                                                      batch.completion_mask[sl], temperature, with_entropy=True,
+                                                      fused_forward=settings.fused_forward)
             width = logp.shape[1]
             mask = mask_all[sl, :width]
             adv = advantages[sl] if advantages.dim() == 1 else advantages[sl, :width]
@@ -99,7 +105,7 @@ def update_policy(learner: Learner, batch: RolloutBatch, targets: UpdateTargets,
                 logp, batch.old_logprobs[sl, :width], adv,
                 ref_logprobs[sl, :width] if ref_logprobs is not None else None, values,
                 value_targets.old_values[sl, :width] if value_targets is not None else None,
-                value_targets.returns[sl, :width] if value_targets is not None else None), cfg)
+                value_targets.returns[sl, :width] if value_targets is not None else None, mask), cfg)
             # Whole-batch denominators: the micro-batch losses sum to the full-batch loss.
             loss = aggregate(terms.per_token, mask, cfg.loss_aggregation, **totals)
             loss.backward()
