@@ -17,3 +17,15 @@ def test_readme_names_the_two_commands():
     text = README.read_text(encoding="utf-8")
     assert "make train" in text and "make test" in text
     assert "make test" in (README.parent / ".ci" / "run").read_text()
+
+
+def test_the_config_reference_is_printed_once():
+    """A second copy would drift: every table row naming a config key lies inside the one generated block."""
+    import re
+
+    text = README.read_text(encoding="utf-8")
+    reference = reference_markdown()
+    assert text.count(reference) == 1, "the generated configuration reference must appear exactly once"
+    outside = text.replace(reference, "")
+    stale = re.findall(r"^\| `(?:model|lora|data|grpo|train|eval|rollout|ppo|dapo|sft)\.[\w.]+` \| `", outside, re.M)
+    assert not stale, f"config-key rows outside the generated reference (a stale copy?): {stale[:5]}"
