@@ -55,24 +55,24 @@ def test_unclosed_tags_and_boxes_are_linear(grader, text):
     g = make(grader.pop("type"), reference="1", **grader)
     start = time.monotonic()
     grade = g.grade(ex(), text)
-    assert time.monotonic() - start < 1.0 and grade.score == 0.0
+    assert time.monotonic() - start < 2.0 and grade.score == 0.0
 
 
 def test_checklist_tag_check_is_linear():
     g = make("checklist", items=[{"name": "t", "check": "tag", "value": "answer"}])
     start = time.monotonic()
     assert g.grade(ex(), "<answer>x " * 20_000).score == 0.0  # was 22.9 s
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 2.0
 
 
 @pytest.mark.parametrize("type_name", ["exact_match", "numeric", "threshold"])
 def test_a_pathological_extraction_pattern_times_out_with_a_reason(type_name):
     params = {"extract": "regex", "pattern": "(a|aa)+b"}
     params.update({"min": 0} if type_name == "threshold" else {"reference": "1"})
-    start = time.monotonic()
+    cpu = time.process_time()  # the `regex` package's limit is CPU time: load on the machine does not move it
     grade = make(type_name, **params).grade(ex(), "a" * 5_000)
-    assert time.monotonic() - start < 3.0
-    assert grade.score == 0.0 and not grade.error and "timed out" in grade.reason
+    used = time.process_time() - cpu
+    assert used < 2.0 and grade.score == 0.0 and not grade.error and "timed out" in grade.reason, (used, grade)
 
 
 def test_stdlib_patterns_are_recompiled_with_a_timeout():
@@ -101,7 +101,7 @@ def test_symbolic_math_is_killed_at_its_limit():
     math_equal("x + 1", "1 + x")  # the child's start-up (importing sympy) is not charged to the limit
     start = time.monotonic()
     equal, how = math_equal(r"9^{9^{9^{9}}}", "2", timeout_s=1.0)
-    assert not equal and "timed out after 1 s" in how and time.monotonic() - start < 2.5
+    assert not equal and "timed out after 1 s" in how and time.monotonic() - start < 5.0
     assert math_equal("0.50", "1/2") == (True, "numeric comparison")
     assert math_equal(r"\frac{2}{4}", r"\frac{1}{2}")[0]  # the child came back after the kill
 
@@ -122,7 +122,7 @@ def test_symbolic_math_has_its_limit_off_the_main_thread_too():
     thread = threading.Thread(target=run)
     thread.start()
     thread.join(30)
-    assert out["timed_out"] < 2.5
+    assert out["timed_out"] < 5.0
 
 
 def test_huge_numbers_are_not_numbers_rather_than_errors():

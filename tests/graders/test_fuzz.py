@@ -4,9 +4,11 @@ For each grader type in the registry (a type without an entry in CONFIGS fails t
 graders get fuzzed too) and each hostile input (size, nesting, unclosed tags, a pathological
 regex, non-finite numbers, surrogates, control characters), grading through `grade_all` must
 give a verdict: a score in [0, 1] with a reason, or an error counted in `grader/errors`; within
-BOUND_S seconds per call (generous: the test machine is two shared cores; before the fixes
-20,000 unclosed `<answer>` tags took 23 s and 20,000 unclosed `\\boxed{` over a minute). The
-result must also be writable as JSONL. A hostile row (a null field, a field nested deeper than
+BOUND_S seconds of this process's CPU time per call, and WALL_S seconds of wall clock (the CPU
+bound catches super-linear work whatever else loads the machine; the wall bound catches waits on
+children: the sandbox, the symbolic-math process, the judge). Before the fixes 20,000 unclosed
+`<answer>` tags took 23 s and 20,000 unclosed `\\boxed{` over a minute. The result must also be
+writable as JSONL. A hostile row (a null field, a field nested deeper than
 the recursion limit) in a batch must not change the grades of its neighbours.
 """
 
@@ -25,7 +27,8 @@ from rftkit.graders.combine import grade_all
 from .conftest import make
 
 load_builtin_graders()
-BOUND_S = 5.0
+BOUND_S = 5.0  # CPU seconds of this process per call; a user pattern may use 1 s of it
+WALL_S = 30.0
 FUZZ_FUNCTIONS = Path(__file__).with_name("fuzz_functions.py")
 SANDBOX = {"timeout_s": 2.0}
 
@@ -44,7 +47,8 @@ CONFIGS: dict[str, dict] = {
     "numeric": {"extract": "last_number", "reference": "{{item.answer}}"},
     "math_equivalence": {"extract": "boxed", "reference": "{{item.answer}}", "timeout_s": 2},
     "text_similarity": {"reference": "{{item.answer}} is the answer", "evaluation_metric": "rouge_l"},
-    "regex": {"must_match": ["(a|aa)+b", "(a+)+b", "^(\\w+\\s?)*$"], "scoring": "fraction"},
+    "regex": {"must_match": ["(a|aa)+b", "(a+)+b", "^(\\w+\\s?)*$"], "must_not_match": ["\\d{3}"],
+              "scoring": "fraction"},
     "json_schema": {"schema": {"type": "object", "required": ["answer"], "properties": {"answer": {}}},
                     "credit": "required_fields"},
     "threshold": {"extract": "regex", "pattern": "(x+x+)+y|(\\d+)", "min": 0, "max": 100},
@@ -160,6 +164,8 @@ KNOWN_QUADRATIC = {
     ("countdown", "unclosed_answer_tags"): "tasks/countdown.py ANSWER_RE: 53-65 s",
     ("countdown_format", "unclosed_answer_tags"): "tasks/countdown.py ANSWER_RE: 53-65 s",
     ("python_tests", "unclosed_code_tags"): "graders/code.py code extraction: 6-12 s for 5,000 <code> tags",
+    **{(t, "unclosed_code_tags"): "tasks/triton.py TAGS_RE: 3-16 s for 5,000 <triton_code> tags"
+       for t in ("triton_format", "triton_compiles", "triton_correct", "triton_runtime")},
 }
 
 
@@ -174,10 +180,10 @@ def hostile_cases():
 @pytest.mark.parametrize("type_name, case", list(hostile_cases()))
 def test_hostile_completion_gets_a_verdict_in_time(graders, type_name, case, tmp_path):
     text = HOSTILE[case]
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     results, stats = grade_all([WeightedGrader(graders[type_name], 1.0)], [example()], [text])
-    elapsed = time.monotonic() - start
-    assert elapsed < BOUND_S, f"{type_name} took {elapsed:.1f} s on {case}"
+    elapsed, used = time.monotonic() - start, time.process_time() - cpu
+    assert used < BOUND_S and elapsed < WALL_S, f"{type_name} took {used:.1f} s CPU, {elapsed:.1f} s on {case}"
     grade = results[0].grades["g"]
     assert_verdict(grade, f"{type_name}/{case}")
     assert stats.errors["g"] == int(grade.error) and stats.masked["g"] == int(grade.masked)  # errors are counted
@@ -211,10 +217,10 @@ def test_one_hostile_row_never_changes_its_neighbours(graders, type_name, row):
     completions = ["<answer>42</answer> \\boxed{42} 42", "<answer>41</answer>"]
     alone, _ = grade_all([WeightedGrader(graders[type_name], 1.0)], good, completions)
     batch = [good[0], example(id="bad", **HOSTILE_ROWS[row]), good[1]]
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     results, stats = grade_all([WeightedGrader(graders[type_name], 1.0)], batch,
                                [completions[0], "<answer>42</answer>", completions[1]])
-    assert time.monotonic() - start < 2 * BOUND_S
+    assert time.process_time() - cpu < 2 * BOUND_S and time.monotonic() - start < WALL_S
     assert_verdict(results[1].grades["g"], f"{type_name}/{row}")
     assert stats.errors["g"] == sum(r.grades["g"].error for r in results)
     for before, after in zip(alone, (results[0], results[2])):

@@ -194,7 +194,8 @@ def test_the_formula_sees_each_graders_output_as_openai_computes_it(judge_server
     calculate_output computes with the graders' outputs; the local judge replies 10 x word overlap."""
     multi = {"type": "multi", "name": "m", "calculate_output": "judge / 10 * exact",
              "graders": {"judge": {**SCORE_MODEL, "name": "judge"},
-                         "exact": {**STRING_CHECK, "name": "exact", "reference": "{{item.label}}", "operation": "like"}}}
+                         "exact": {**STRING_CHECK, "name": "exact", "reference": "{{item.label}}",
+                                   "operation": "like"}}}
     grader = make("openai", grader=multi, judge={"base_url": judge_server.base_url})
     grade = grader.grade(ex(reference_answer="blue sky", label="blue"), "blue water")  # overlap 1/2 -> judge 5
     assert grade.score == pytest.approx(0.5) and grade.details["sub"]["judge"]["output"] == 5.0

@@ -49,8 +49,10 @@ def test_failures_are_grader_errors(source, message):
 
 
 def test_the_grader_runs_sandboxed():
-    source = ("import socket, os\ndef grade(sample, item):\n    try:\n        socket.create_connection(('1.1.1.1', 53), 0.5)\n"
-              "        return 1.0\n    except OSError:\n        return 0.5 if 'HOME' not in os.environ or os.getcwd() == os.environ['HOME'] else 0.0\n")
+    source = ("import socket, os\ndef grade(sample, item):\n    try:\n"
+              "        socket.create_connection(('1.1.1.1', 53), 0.5)\n"
+              "        return 1.0\n    except OSError:\n"
+              "        return 0.5 if 'HOME' not in os.environ or os.getcwd() == os.environ['HOME'] else 0.0\n")
     assert build(source=source).grade(ITEM, "x").score == 0.5
 
 

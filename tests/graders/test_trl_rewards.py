@@ -353,3 +353,13 @@ def test_one_bad_row_errors_alone():
     assert [r.grades["strict"].error for r in results] == [False, True, False]
     assert [r.reward for r in results] == [1.0, 0.0, 0.0] and stats.errors["strict"] == 1
     assert "AttributeError" in results[1].grades["strict"].reason
+
+
+def test_a_multi_grader_passes_token_ids_to_its_functions():
+    grader = make("multi", graders={"long": {"type": "function", "function": "trl.rewards:get_soft_overlong_punishment",
+                                             "factory_kwargs": {"max_completion_len": 10, "soft_punish_cache": 4}},
+                                    "fmt": {"type": "function", "function": "trl.rewards:think_format_reward"}},
+                  calculate_output="min(long, fmt)")
+    examples = [example_from_row(r, "row") for r in rows(True)[:2]]
+    grades = grader.grade_batch(examples, TEXTS[:2], BatchContext(completion_ids=TOKEN_IDS[:2]))
+    assert [g.score for g in grades] == [1.0, 0.0]  # lengths 3 and 7; only the first has one <think> block

@@ -146,12 +146,17 @@ _STARTUP_TIMEOUT_S = 120.0  # importing sympy on a loaded machine; not charged t
 
 
 class _MathWorker:
-    """One child process answering `{"answer", "reference"}` lines with `{"equal", "how"}` lines."""
+    """One child process answering `{"answer", "reference"}` lines with `{"equal", "how"}` lines.
+
+    After a kill the next child is started at once, so that its start-up (importing sympy, a
+    second or more) overlaps whatever the caller does next instead of delaying the next call."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
+        self._ready = False
         self._buffer = b""
         self._lock = threading.Lock()
+        self._owner = os.getpid()
 
     def compare(self, answer: str, reference: str, timeout_s: float) -> dict[str, Any]:
         with self._lock:  # one comparison at a time; callers on other threads wait their turn
@@ -163,15 +168,14 @@ class _MathWorker:
                 line = self._read_line(time.monotonic() + timeout_s)
             except MathTimeout:
                 self.stop()
+                self._spawn()
                 raise
             except (OSError, MathWorkerError) as exc:
                 self.stop()
                 raise MathWorkerError(f"symbolic-math process failed: {exc}") from None
             return json.loads(line)
 
-    def _started(self) -> subprocess.Popen:
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc
+    def _spawn(self) -> None:
         # The package this module came from, first: the child must import this very rftkit.
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
@@ -179,16 +183,27 @@ class _MathWorker:
             self._proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         except OSError as exc:
+            self._proc = None
             raise MathWorkerError(f"cannot start the symbolic-math process: {exc}") from None
-        self._buffer = b""
-        try:
-            ready = json.loads(self._read_line(time.monotonic() + _STARTUP_TIMEOUT_S))
-        except (MathTimeout, MathWorkerError, ValueError) as exc:
+        self._ready, self._buffer = False, b""
+
+    def _started(self) -> subprocess.Popen:
+        if self._owner != os.getpid():  # a forked copy of a process that had a child: that child is not ours
+            self._proc, self._ready, self._buffer, self._owner = None, False, b"", os.getpid()
+        if self._proc is None or self._proc.poll() is not None:
             self.stop()
-            raise MathWorkerError(f"the symbolic-math process did not start: {exc}") from None
-        if not ready.get("ready"):
-            self.stop()
-            raise MathWorkerError(f"the symbolic-math process did not start: {ready.get('error')}")
+            self._spawn()
+        if not self._ready:
+            try:
+                ready = json.loads(self._read_line(time.monotonic() + _STARTUP_TIMEOUT_S))
+            except (MathTimeout, MathWorkerError, ValueError) as exc:
+                self.stop()
+                raise MathWorkerError(f"the symbolic-math process did not start: {exc}") from None
+            if not ready.get("ready"):
+                self.stop()
+                raise MathWorkerError(f"the symbolic-math process did not start: {ready.get('error')}")
+            self._ready = True
+        assert self._proc is not None
         return self._proc
 
     def _read_line(self, deadline: float) -> bytes:
@@ -206,14 +221,14 @@ class _MathWorker:
         return line
 
     def stop(self) -> None:
-        if self._proc is not None:
+        if self._proc is not None and self._owner == os.getpid():
             if self._proc.poll() is None:
                 self._proc.kill()
             self._proc.wait()
             for stream in (self._proc.stdin, self._proc.stdout):
                 if stream is not None:
                     stream.close()
-            self._proc = None
+            self._proc, self._ready = None, False
 
 
 _MATH_WORKER = _MathWorker()
