@@ -4,8 +4,9 @@ uses these, so that no completion can make a grading step hang, recurse or run o
 - Extraction is linear: answer tags and `\\boxed{}` are found in one left-to-right pass. The
   obvious regex `<answer>(.*?)</answer>` rescans the rest of the text from every unclosed tag,
   which is quadratic: 20,000 unclosed tags took 23 s, 20,000 unclosed boxes over a minute.
-- A user's pattern runs through the `regex` package with a time limit (`REGEX_TIMEOUT_S`, for
-  the whole search); `(a|aa)+b` on a run of a's costs one zero score, not a stalled step.
+- A user's pattern runs through the `regex` package with a time limit (`REGEX_TIMEOUT_S` of CPU
+  time, which is what that package measures, for the whole search); `(a|aa)+b` on a run of a's
+  costs one zero score, not a stalled step.
 - JSON from a completion is parsed with a nesting limit (`MAX_JSON_DEPTH`): deeper input is a
   `ValueError` with a reason, never a `RecursionError` (json and jsonschema recurse per level).
 - Symbolic math (sympy via math-verify) runs in one long-lived child process with a hard
@@ -29,7 +30,7 @@ from typing import Any
 
 import regex
 
-REGEX_TIMEOUT_S = 1.0  # for the whole search of one pattern over one text
+REGEX_TIMEOUT_S = 1.0  # CPU seconds for the whole search of one pattern over one text
 MAX_JSON_DEPTH = 100  # objects and arrays nested deeper than this are not graded
 MATH_MEMORY_BYTES = 4 << 30  # address-space cap of the symbolic-math child
 _BOXED_OR_BRACE = re.compile(r"\\(?:boxed|fbox)\s*\{|[{}]")
