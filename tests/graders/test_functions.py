@@ -102,3 +102,15 @@ def test_module_path_import():
 def test_bad_targets_fail_at_validation(function, message):
     with pytest.raises(ValueError, match=message):
         GRADER_TYPES["function"].params.model_validate({"function": function})
+
+
+def test_numpy_arrays_and_scalars_are_accepted_as_trl_accepts_them():
+    import numpy as np
+
+    from rftkit.graders.functions import FunctionGrader
+
+    def as_array(completions, **kwargs):
+        return np.array([np.float32(0.5), np.True_, np.float64(1.0)])[: len(completions)]
+
+    grades = FunctionGrader("a", as_array, "trl", (0.0, 1.0), {}).grade_batch([ex()] * 3, ["a", "b", "c"])
+    assert [g.score for g in grades] == [0.5, 1.0, 1.0]

@@ -266,15 +266,17 @@ class FunctionGrader:
                 raise
             raise TypeError(f"{exc} (completions are strings, TRL's standard format; a function that reads "
                             "completion[0]['content'] needs conversational rows, or conversational: true)") from None
-        if not isinstance(values, (list, tuple)) or len(values) != len(completions):
-            got = f"{len(values)} values" if isinstance(values, (list, tuple)) else type(values).__name__
+        if hasattr(values, "__len__") and hasattr(values, "__iter__") and not isinstance(values, (str, bytes, dict)):
+            values = list(values)  # a list, a tuple, a numpy array or a tensor: whatever TRL iterates over
+        if not isinstance(values, list) or len(values) != len(completions):
+            got = f"{len(values)} values" if isinstance(values, list) else type(values).__name__
             raise BatchShapeError(f"{self.name}: a TRL reward function must return a list of {len(completions)} "
                                   f"values, got {got}")
         grades = []
         for i, value in enumerate(values):
             try:
                 grade = self._to_grade(value)
-            except (TypeError, ValueError) as exc:  # one bad value is that completion's error, not the batch's
+            except Exception as exc:  # one bad value is that completion's error, not the batch's
                 grade = Grade(0.0, f"{self.name} {exc}", error=True)
             logged = {column: column_values[i] for column, column_values in extras.items() if i < len(column_values)}
             if logged or metrics:
