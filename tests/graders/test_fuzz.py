@@ -161,11 +161,7 @@ def assert_verdict(grade, name: str) -> None:
 # Graders outside graders/ that still scan quadratically; not run (each takes a minute). Their fix
 # is `rftkit.graders.bounded.tag_contents` in place of `re.findall(r"<tag>(.*?)</tag>", ...)`.
 KNOWN_QUADRATIC = {
-    ("countdown", "unclosed_answer_tags"): "tasks/countdown.py ANSWER_RE: 53-65 s",
-    ("countdown_format", "unclosed_answer_tags"): "tasks/countdown.py ANSWER_RE: 53-65 s",
     ("python_tests", "unclosed_code_tags"): "graders/code.py code extraction: 6-12 s for 5,000 <code> tags",
-    **{(t, "unclosed_code_tags"): "tasks/triton.py TAGS_RE: 3-16 s for 5,000 <triton_code> tags"
-       for t in ("triton_format", "triton_compiles", "triton_correct", "triton_runtime")},
 }
 
 

@@ -128,3 +128,24 @@ def test_grader_failing_on_every_completion_stops_the_run(tmp_path):
     raw["graders"].append({"name": "broken", "type": "always_raises_for_tests", "weight": 1.0})
     with pytest.raises(GraderFailure, match="broken raised on all 8 completions"):
         train(parse_config(raw), tmp_path / "run", progress=False)
+
+
+def test_trl_reward_functions_get_the_sampled_token_ids_and_the_step(tmp_path):
+    """TRL passes completion_ids (the sampled ids, no padding) and trainer_state; so does the loop."""
+    (tmp_path / "ids_reward.py").write_text(
+        "SEEN = []\n"
+        "def reward(prompts, completions, completion_ids, trainer_state, **kwargs):\n"
+        "    SEEN.append((trainer_state.global_step, [len(ids) for ids in completion_ids], [str(p) for p in prompts]))\n"
+        "    return [1.0 if ids else 0.0 for ids in completion_ids]\n")
+    raw = tiny_config_dict(tmp_path)
+    raw["graders"].append({"name": "ids", "type": "function", "function": f"{tmp_path / 'ids_reward.py'}:reward"})
+    config = parse_config(raw)
+    train(config, tmp_path / "run", progress=False)
+    from rftkit.graders.functions import load_function
+
+    seen = load_function(f"{tmp_path / 'ids_reward.py'}:reward").__globals__["SEEN"]
+    training = [s for s in seen if len(set(s[2])) == 2]  # 2 prompts x 4 completions (validation: 8 prompts)
+    assert [s[0] for s in training] == [0, 1]  # global_step: steps completed when the batch was graded
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert all(s["grades"]["ids"]["score"] == 1.0 for s in samples)
+    assert all(length > 0 for s in training for length in s[1])

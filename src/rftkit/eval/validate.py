@@ -19,6 +19,7 @@ from rftkit.data import Example, load_jsonl, write_jsonl
 from rftkit.graders import WeightedGrader, build_graders
 from rftkit.graders.combine import GradedCompletion, grade_all
 from rftkit.rollout import HFBackend, RolloutBackend, build_backend, generate_rollouts
+from rftkit.train.collect import grading_context
 from rftkit.train.dist import LOCAL, Collective
 from rftkit.types import SamplingSettings
 
@@ -79,7 +80,7 @@ def _pass(policy, tokenizer, examples: list[Example], graders: list[WeightedGrad
     for start in range(0, len(examples), settings.batch_size):
         chunk = examples[start:start + settings.batch_size]
         batch = backend.generate(policy, tokenizer, chunk, sampling, generator)
-        results, _ = grade_all(graders, chunk, batch.completions)
+        results, _ = grade_all(graders, chunk, batch.completions, grading_context(batch))
         completions += batch.completions
         graded += results
     return completions, graded

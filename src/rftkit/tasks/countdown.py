@@ -16,9 +16,9 @@ from typing import Any
 
 from rftkit.data import Example
 from rftkit.graders.base import Grade, GraderParams, register
+from rftkit.graders.bounded import tag_contents
 
 SYSTEM_PROMPT = None  # the embedded model is trained without one; hub models can get one via data.system_prompt
-ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 MAX_EXPRESSION_CHARS = 200
 MAX_DEPTH = 32
 _TOKEN_RE = re.compile(r"\s*(?:(\d+)|(\*\*|//|[-+*/()])|(\S))")
@@ -45,7 +45,8 @@ class CountdownOptions:
         allowed = set(cls.__dataclass_fields__)
         unknown = set(options) - allowed
         if unknown:
-            raise ValueError(f"data.options: unknown key(s) {sorted(unknown)} for countdown; allowed: {sorted(allowed)}")
+            raise ValueError(f"data.options: unknown key(s) {sorted(unknown)} for countdown; "
+                             f"allowed: {sorted(allowed)}")
         opts = cls(**options)
         if not 2 <= opts.min_numbers <= opts.max_numbers <= 6:
             raise ValueError("data.options: need 2 <= min_numbers <= max_numbers <= 6")
@@ -191,7 +192,7 @@ def evaluate_expression(text: str) -> tuple[Fraction, list[int]]:
 
 def extract_answer(completion: str) -> tuple[str | None, str]:
     """The text inside the single <answer> tag pair, or (None, reason)."""
-    matches = ANSWER_RE.findall(completion)
+    matches = tag_contents(completion, "answer")  # re.findall(r"<answer>(.*?)</answer>", DOTALL), in linear time
     if not matches:
         return None, "no <answer>...</answer> tags"
     if len(matches) > 1:

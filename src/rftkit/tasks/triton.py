@@ -20,7 +20,6 @@ import ast
 import base64
 import hashlib
 import json
-import re
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -30,12 +29,12 @@ from pydantic import Field
 
 from rftkit.data import Example
 from rftkit.graders.base import Grade, GraderParams, register
+from rftkit.graders.bounded import tag_contents
 from rftkit.graders.code import dotted_name, forbidden_constructs, import_aliases
 from rftkit.sandbox.config import SandboxConfig
 
 DATA_FILE = Path(__file__).parent / "data" / "triton_functions.jsonl"
 PRELOAD = ("numpy", "torch", "triton", "triton.language", "rftkit.tasks.triton_harness")
-TAGS_RE = re.compile(r"<triton_code>(.*?)</triton_code>", re.DOTALL)
 SYSTEM_PROMPT = (
     "You are an expert in writing Triton kernels. Convert the given PyTorch function into Triton: one or more "
     "@triton.jit kernels and a Python wrapper with the same name and signature that allocates the output "
@@ -68,7 +67,8 @@ def make_example(spec: dict[str, Any], example_id: str) -> Example:
                 {"role": "user", "content": USER_TEMPLATE.format(reference=spec["reference"], shapes=shapes)})
     return Example(id=example_id, messages=messages,
                    fields={"function": spec["name"], "entry_point": spec["name"], "reference": spec["reference"],
-                           "cases": spec["cases"], "seed": int(hashlib.sha1(spec["name"].encode()).hexdigest()[:6], 16)})
+                           "cases": spec["cases"],
+                           "seed": int(hashlib.sha1(spec["name"].encode()).hexdigest()[:6], 16)})
 
 
 def generate(n: int, seed: int, options: dict[str, Any] | None = None) -> list[Example]:
@@ -89,7 +89,7 @@ def generate(n: int, seed: int, options: dict[str, Any] | None = None) -> list[E
 
 
 def extract_triton_code(completion: str) -> str | None:
-    blocks = TAGS_RE.findall(completion)
+    blocks = tag_contents(completion, "triton_code")  # the non-greedy tag regex's matches, in linear time
     return blocks[-1] if len(blocks) == 1 else None
 
 
@@ -297,7 +297,8 @@ def grade_correctness(examples: Sequence[Example], completions: Sequence[str], p
     passing = {}
     for i, cand, ref in zip(todo, candidates, references):
         if not ref.done:
-            raise RuntimeError(f"example {examples[i].id}: the reference failed: {ref.status_text()} {ref.stderr[-300:]}")
+            raise RuntimeError(f"example {examples[i].id}: the reference failed: {ref.status_text()} "
+                               f"{ref.stderr[-300:]}")
         verdicts = compare_outputs(cand, ref, params.rtol, params.atol)
         passed = sum(ok for ok, _ in verdicts)
         details = {"passed": passed, "total": len(verdicts), "cases": [why for _, why in verdicts],
@@ -307,7 +308,8 @@ def grade_correctness(examples: Sequence[Example], completions: Sequence[str], p
             grades[i] = Grade(0.0, f"reward hack: {', '.join(flags)}", details, flags=flags)
             continue
         failure = next((why for ok, why in verdicts if not ok), "")
-        grades[i] = Grade(passed / len(verdicts), f"passed {passed}/{len(verdicts)}" + (f"; {failure}" if failure else ""),
+        reason = f"passed {passed}/{len(verdicts)}" + (f"; {failure}" if failure else "")
+        grades[i] = Grade(passed / len(verdicts), reason,
                           details)
         if passed:
             passing[i] = (ref, passed)

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from rftkit.algorithms.dapo import informative_groups
+from rftkit.graders.base import BatchContext
 from rftkit.graders.combine import GradedCompletion, GradingStats, check_health, grade_all
 from rftkit.types import RolloutBatch
 
@@ -59,18 +60,21 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
                         min(b.policy_version for b in batches))
 
 
+def grading_context(batch: RolloutBatch, step: int = 0, max_steps: int = 0) -> BatchContext:
+    """What TRL-style reward functions read besides the text: each completion's sampled token ids
+    (without padding) and the training progress (their `trainer_state`)."""
+    ids, mask = batch.completion_ids.cpu(), batch.completion_mask.cpu().bool()
+    return BatchContext([row[keep].tolist() for row, keep in zip(ids, mask)], step, max_steps)
+
+
 def _merge_stats(all_stats: list[GradingStats]) -> GradingStats:
-    merged = GradingStats()
-    for stats in all_stats:
-        merged.errors += stats.errors
-        merged.masked += stats.masked
-        merged.flags += stats.flags
-    return merged
+    return sum(all_stats[1:], all_stats[0]) if all_stats else GradingStats()
 
 
 def collect(sample: Callable[[list], RolloutBatch], next_prompts: Callable[[], list], graders, pad_id: int,
             shape_rewards: Callable[[torch.Tensor, RolloutBatch], torch.Tensor], dynamic_rounds: int,
-            grade: Callable[[RolloutBatch], tuple[list[GradedCompletion], GradingStats]] | None = None) -> StepData:
+            grade: Callable[[RolloutBatch], tuple[list[GradedCompletion], GradingStats]] | None = None,
+            step: int = 0, max_steps: int = 0) -> StepData:
     """Sample and grade one batch; with dynamic_rounds > 0, keep only informative groups and refill.
     `grade`: the grades of a batch `sample` just returned, when they were made elsewhere (Ray workers)."""
     times: Counter = Counter()
@@ -82,7 +86,8 @@ def collect(sample: Callable[[list], RolloutBatch], next_prompts: Callable[[], l
         t0 = time.perf_counter()
         batch = sample(prompts)
         t1 = time.perf_counter()
-        graded, stats = grade(batch) if grade else grade_all(graders, batch.examples, batch.completions)
+        graded, stats = grade(batch) if grade else grade_all(graders, batch.examples, batch.completions,
+                                                             grading_context(batch, step, max_steps))
         check_health(stats, len(graded))
         times["generate"] += t1 - t0
         times["grade"] += time.perf_counter() - t1

@@ -134,7 +134,8 @@ def collect_step(run: Run) -> StepData:
     shape = lambda rewards, batch: run.algorithm.shape_rewards(rewards, batch, cfg)  # noqa: E731
     rounds = cfg.dapo.max_sampling_rounds if run.algorithm.dynamic_sampling else 0
     prompts = lambda: run.collective.shard(next_prompts(run))  # noqa: E731  (every rank draws the same batch)
-    return collect(sample, prompts, run.graders, run.tokenizer.pad_token_id, shape, rounds)
+    return collect(sample, prompts, run.graders, run.tokenizer.pad_token_id, shape, rounds,
+                   step=run.state.step, max_steps=cfg.train.steps)
 
 
 def save(run: Run) -> None:
