@@ -468,6 +468,12 @@ def _resolve_relative_paths(raw: dict[str, Any], folder: Path) -> None:
 SAFE_ON_RESUME = frozenset({"train.steps", "train.max_seconds", "train.threads", "eval.eval_every", "eval.batch_size",
                             "eval.overfit_patience", "save_every", "samples_per_step", "model.device", "output_dir"})
 
+# Where the rollout workers run, not what they compute: a run may resume on another cluster.
+SAFE_ON_RESUME = SAFE_ON_RESUME | {"distributed.address", "distributed.workers", "distributed.cpus_per_worker",
+                                   "distributed.gpus_per_worker", "distributed.threads_per_worker",
+                                   "distributed.rollout_timeout", "distributed.start_timeout",
+                                   "distributed.max_restarts"}
+
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(data, dict):

@@ -126,3 +126,38 @@ def test_workers_that_cannot_start_say_why(tmp_path):
             RayPipeline(_steps(tmp_path, distributed={"workers": 1, "start_timeout": 2}), cpu)
     finally:
         ray.kill(hog)
+
+
+def test_a_killed_learner_resumes_with_the_same_cluster(tmp_path):
+    """`rft train` joins this module's Ray runtime, is SIGKILLed after a checkpoint, and `--resume` finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    address = ray.get_runtime_context().gcs_address
+    run_dir, config = tmp_path / "run", tmp_path / "config.yaml"
+    raw = tiny_config_dict(tmp_path, train__steps=30, eval__eval_every=100, samples_per_step=0,
+                           distributed={"address": address, "workers": 1, "max_staleness": 1})
+    config.write_text(yaml.safe_dump(raw))
+    rft = [sys.executable, "-m", "rftkit.cli", "train"]
+    learner = subprocess.Popen([*rft, str(config), "--output", str(run_dir)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "checkpoints" / "step-2").is_dir():
+        assert learner.poll() is None and time.monotonic() < deadline, learner.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    os.kill(learner.pid, signal.SIGKILL)
+    learner.wait()
+    for _ in range(100):  # the dead learner's worker goes with it; the cluster keeps its CPUs
+        if ray.available_resources().get("CPU") == 2:
+            break
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU") == 2
+    resumed = subprocess.run([*rft, "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    steps = [r["step"] for r in _raw(run_dir)]
+    assert steps == list(range(31)) and (run_dir / "checkpoints" / "step-30").is_dir()
