@@ -25,6 +25,7 @@ import torch
 
 from rftkit.config import RFTConfig
 from rftkit.data import Example
+from rftkit.graders.base import BatchContext
 from rftkit.graders.combine import GradedCompletion, GradingStats, grade_all
 from rftkit.types import RolloutBatch, SamplingSettings
 
@@ -46,6 +47,8 @@ class RolloutRequest:
     settings: SamplingSettings
     seed: int | None = None  # sample from a fresh generator seeded with this, or
     generator_state: torch.Tensor | None = None  # continue this generator (the learner's own stream)
+    step: int = 0  # the training step the batch is for, and train.steps: what TRL-style graders see
+    max_steps: int = 0
 
 
 @dataclass
@@ -125,7 +128,9 @@ class RolloutWorker:
         batch = self.backend.generate(self.policy, self.tokenizer, request.examples, request.settings, generator,
                                       policy_version=self.version)
         sampled = time.perf_counter()
-        graded, stats = grade_all(self.graders, batch.examples, batch.completions)
+        ids, mask = batch.completion_ids.cpu(), batch.completion_mask.cpu().bool()  # as train.collect.grading_context
+        context = BatchContext([row[keep].tolist() for row, keep in zip(ids, mask)], request.step, request.max_steps)
+        graded, stats = grade_all(self.graders, batch.examples, batch.completions, context)
         times = {"generate": sampled - started, "grade": time.perf_counter() - sampled}
         batch = replace(batch.to("cpu"), policy_version=self.version)
         return RolloutResult(request.request_id, batch, graded, stats, generator.get_state(), self.index, times)

@@ -194,12 +194,14 @@ class RayPipeline:
         for worker in self.workers:
             worker.set_adapter.remote(self.adapter_ref, version)
 
-    def _issue(self, batch: PendingBatch, settings: SamplingSettings, generator: torch.Generator | None) -> None:
+    def _issue(self, batch: PendingBatch, settings: SamplingSettings, generator: torch.Generator | None,
+               step: int) -> None:
         chained = generator is not None
         for i, examples in enumerate(split(batch.examples, len(self.workers))):
             request = RolloutRequest(self.next_request, examples, settings,
                                      seed=None if chained else share_seed(self.config.train.seed, batch.after, i),
-                                     generator_state=generator.get_state() if chained else None)
+                                     generator_state=generator.get_state() if chained else None, step=step,
+                                     max_steps=self.config.train.steps)
             self.next_request += 1
             share = Share(request, worker=i)
             share.ref = self.workers[i].rollout.remote(request)
@@ -241,7 +243,8 @@ class RayPipeline:
         shape = lambda rewards, batch: run.algorithm.shape_rewards(rewards, batch, cfg)  # noqa: E731
         rounds = cfg.dapo.max_sampling_rounds if run.algorithm.dynamic_sampling else 0
         data = collect(lambda prompts: self._sample(run, prompts, settings), lambda: next_prompts(run), run.graders,
-                       run.tokenizer.pad_token_id, shape, rounds, grade=self._grades)
+                       run.tokenizer.pad_token_id, shape, rounds, grade=self._grades, step=run.state.step,
+                       max_steps=cfg.train.steps)
         data.metrics = self._metrics()
         return data
 
@@ -257,7 +260,7 @@ class RayPipeline:
             self.pending.clear()
         if not self.pending:
             head = PendingBatch(list(prompts), after)
-            self._issue(head, settings, run.generator if chain else None)
+            self._issue(head, settings, run.generator if chain else None, state.step)
             self.pending.append(head)
         # Issue the next k batches of the data stream now, so they sample while this one updates.
         epoch, cursor = self.pending[-1].after
@@ -267,7 +270,7 @@ class RayPipeline:
             ahead = next_prompts(run)
             ahead_batch = PendingBatch(ahead, (state.data_epoch, state.data_cursor))
             state.data_epoch, state.data_cursor = saved
-            self._issue(ahead_batch, settings, None)
+            self._issue(ahead_batch, settings, None, state.step + len(self.pending))
             self.pending.append(ahead_batch)
             epoch, cursor = ahead_batch.after
         head = self.pending[0]
