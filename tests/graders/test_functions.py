@@ -114,3 +114,22 @@ def test_numpy_arrays_and_scalars_are_accepted_as_trl_accepts_them():
 
     grades = FunctionGrader("a", as_array, "trl", (0.0, 1.0), {}).grade_batch([ex()] * 3, ["a", "b", "c"])
     assert [g.score for g in grades] == [0.5, 1.0, 1.0]
+
+
+def test_a_function_that_hangs_is_stopped_at_its_time_limit(tmp_path):
+    import time
+
+    path = tmp_path / "slow.py"
+    path.write_text("import time\n\ndef batch(prompts, completions, **kwargs):\n    time.sleep(60)\n"
+                    "    return [1.0] * len(completions)\n\n"
+                    "def each(example, completion):\n    time.sleep(60)\n    return 1.0\n")
+    for target in ("batch", "each"):
+        grader = make("function", function=f"{path}:{target}", timeout_s=0.3)
+        started = time.monotonic()
+        grades = grader.grade_batch([ex()] * 2, ["a", "b"])
+        assert time.monotonic() - started < 5  # 0.3 s per call, not 60
+        assert all(g.error and g.score == 0.0 and "did not return within timeout_s=0.3 s" in g.reason
+                   for g in grades)
+    stats = grade_all([WeightedGrader(make("function", function=f"{path}:batch", timeout_s=0.3), 1.0)],
+                      [ex()] * 2, ["a", "b"])[1]
+    assert sum(stats.errors.values()) == 2  # counted, so a hang on every completion stops the run by name

@@ -113,3 +113,35 @@ def test_missing_local_model_is_an_error():
 def test_bad_params(params, message):
     with pytest.raises(ValueError, match=message):
         GRADER_TYPES["llm_judge"].params.model_validate(params)
+
+
+def test_a_judge_that_never_answers_is_bounded_by_the_batch_deadline():
+    """A server that accepts connections and never replies (the hanging judge): each request waits
+    timeout_s, no retry starts after batch_timeout_s, and the batch comes back masked in bounded time."""
+    import socket
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    try:
+        grader = make("llm_judge", base_url=f"http://127.0.0.1:{server.getsockname()[1]}/v1", model="m",
+                      rubric=RUBRIC, timeout_s=0.5, max_retries=10, retry_backoff_s=0.2, batch_timeout_s=1.5,
+                      max_concurrency=2)
+        started = time.monotonic()
+        grades = grader.grade_batch([ex(answer=str(i)) for i in range(6)], [str(i) for i in range(6)])
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert elapsed < 1.5 + 0.5 + 1.5  # the deadline, one request's timeout, and slack for a loaded machine
+    assert all(g.masked for g in grades)
+    assert any("batch_timeout_s=1.5 s reached" in g.reason for g in grades)
+
+
+def test_a_closed_port_with_default_settings_answers_within_seconds():
+    import time
+
+    grader = make("llm_judge", base_url="http://127.0.0.1:9/v1", model="m", rubric=RUBRIC)
+    started = time.monotonic()
+    grades = grader.grade_batch([ex(answer=str(i)) for i in range(4)], [str(i) for i in range(4)])
+    assert time.monotonic() - started < 10 and all(g.masked for g in grades)  # 1 + 2 s of backoff, in parallel

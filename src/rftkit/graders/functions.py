@@ -37,6 +37,7 @@ import inspect
 import math
 import numbers
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,11 @@ class FunctionParams(GraderParams):
                                               "(default: the documented range of a trl.rewards function, else "
                                               "[0, 1]).")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments on every call.")
+    timeout_s: float = Field(30.0, gt=0, description="Wall-clock limit of one call (TRL style: the whole batch; "
+                             "f(example, completion): one completion). A call past it scores its completions 0 as "
+                             "errors, so a hung function stops the run with its name instead of stalling it; the "
+                             "call itself cannot be killed (it is your in-process code) and finishes in the "
+                             "background.")
     conversational: bool | None = Field(None, description="TRL style: pass prompts and completions as message "
                                         "lists (true) or strings (false); null: as TRL does, message lists when "
                                         "the examples are conversational (messages, or a TRL prompt list).")
@@ -215,6 +221,30 @@ def _resolve(value: Any) -> Any:
         return pool.submit(asyncio.run, wait()).result()
 
 
+class FunctionTimeout(TimeoutError):
+    pass
+
+
+def _call_within(timeout_s: float, name: str, call: Callable[[], Any]) -> Any:
+    """call() (awaited when async) on a daemon thread; FunctionTimeout after timeout_s seconds."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = _resolve(call())
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"rftkit-function-{name}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise FunctionTimeout(f"{name} did not return within timeout_s={timeout_s:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 @dataclass(frozen=True)
 class FunctionGrader:
     name: str
@@ -223,6 +253,7 @@ class FunctionGrader:
     range: tuple[float, float]
     kwargs: dict[str, Any]
     conversational: bool | None = None
+    timeout_s: float = 30.0
     accepts_context: ClassVar[bool] = True
 
     def _to_grade(self, value: Any) -> Grade:
@@ -245,7 +276,8 @@ class FunctionGrader:
 
     def _grade_one(self, example: Example, completion: str) -> Grade:
         try:
-            return self._to_grade(_resolve(self.func(example, completion, **self.kwargs)))
+            return self._to_grade(_call_within(self.timeout_s, self.name,
+                                               lambda: self.func(example, completion, **self.kwargs)))
         except Exception as exc:  # user code: its failure on one completion is that completion's error
             return Grade(0.0, f"{self.name} raised {type(exc).__name__}: {str(exc)[:200]}", error=True)
 
@@ -260,7 +292,9 @@ class FunctionGrader:
         arguments = self._trl_arguments(examples, completions, conversational, context or BatchContext(), extras,
                                         metrics)
         try:
-            values = _resolve(self.func(**arguments))
+            values = _call_within(self.timeout_s, self.name, lambda: self.func(**arguments))
+        except FunctionTimeout as exc:  # every completion of the call: an error (no per-row retry of a hang)
+            return [Grade(0.0, str(exc), error=True) for _ in completions]
         except TypeError as exc:
             if conversational or "string indices" not in str(exc):
                 raise
@@ -332,4 +366,4 @@ def _build(name: str, p: FunctionParams) -> FunctionGrader:
     func = make_function(p.function, p.factory_kwargs)
     style = detect_style(func) if p.style == "auto" else p.style
     value_range = tuple(p.range) if p.range is not None else builtin_trl_range(func) or (0.0, 1.0)
-    return FunctionGrader(name, func, style, value_range, dict(p.kwargs), p.conversational)
+    return FunctionGrader(name, func, style, value_range, dict(p.kwargs), p.conversational, p.timeout_s)

@@ -88,9 +88,12 @@ class JudgeParams(GraderParams):
     pass_threshold: float | None = Field(None, description="Score (on `range`) reported as a pass in details.")
     sampling_params: dict[str, Any] = Field(default_factory=dict, description="Passed to the endpoint "
                                             "(temperature, top_p, seed, max_completion_tokens, ...).")
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(3, ge=0)
-    retry_backoff_s: float = Field(1.0, ge=0)
+    timeout_s: float = Field(20.0, gt=0, description="Seconds one request may take.")
+    max_retries: int = Field(2, ge=0, description="Retries of a failed or unparseable request (then masked).")
+    retry_backoff_s: float = Field(1.0, ge=0, description="Wait before the first retry; doubled for each next.")
+    batch_timeout_s: float = Field(60.0, gt=0, description="Deadline of one batch's grading: no retry starts after "
+                                   "it and what is unanswered is masked, so a judge that is down or slow delays a "
+                                   "step by at most about batch_timeout_s + timeout_s.")
     max_concurrency: int = Field(4, ge=1, description="Requests in flight per batch.")
     reply_instruction: bool = Field(True, description="Append 'reply with JSON {\"result\": ...}' to the prompt.")
 
@@ -293,7 +296,7 @@ class Judge:
         note = "" if clamped == value else f" (outside {lo:g}..{hi:g}, clamped)"
         return Grade((clamped - lo) / (hi - lo), f"judge score {value:g}{note}", details)
 
-    def _ask(self, messages: list[dict[str, str]]) -> Grade:
+    def _ask(self, messages: list[dict[str, str]], deadline: float | None = None) -> Grade:
         key = self._key(messages)
         if key in self.cache:
             grade = self._interpret(self.cache[key])
@@ -302,7 +305,11 @@ class Judge:
         problem = ""
         for attempt in range(self.params.max_retries + 1):
             if attempt:
-                self._sleep(self.params.retry_backoff_s * 2 ** (attempt - 1))
+                wait = self.params.retry_backoff_s * 2 ** (attempt - 1)
+                if deadline is not None and time.monotonic() + wait >= deadline:
+                    problem += f"; batch_timeout_s={self.params.batch_timeout_s:g} s reached, no more retries"
+                    break
+                self._sleep(wait)
             try:
                 reply = self.backend.complete(messages)
             except JudgeUnavailable as exc:
@@ -313,8 +320,7 @@ class Judge:
                 self.cache[key] = reply
                 return grade
             problem = f"unparseable reply {reply[:80]!r}"
-        return Grade(0.0, f"judge gave no usable answer after {self.params.max_retries + 1} tries: {problem}"[:300],
-                     masked=True)
+        return Grade(0.0, f"judge gave no usable answer after {attempt + 1} tries: {problem}"[:300], masked=True)
 
     def grade(self, example: Example, completion: str) -> Grade:
         return self.grade_batch([example], [completion])[0]
@@ -327,14 +333,18 @@ class Judge:
             except SampleError as exc:
                 prepared.append(Grade(0.0, str(exc)))
         unique = {self._key(m): m for m in prepared if not isinstance(m, Grade)}
+        deadline = time.monotonic() + self.params.batch_timeout_s
         with ThreadPoolExecutor(max_workers=min(self.params.max_concurrency, max(1, len(unique)))) as pool:
-            futures = {key: pool.submit(self._guarded_ask, m) for key, m in unique.items()}
+            futures = {key: pool.submit(self._guarded_ask, m, deadline) for key, m in unique.items()}
             answers = {key: future.result() for key, future in futures.items()}
         return [m if isinstance(m, Grade) else answers[self._key(m)] for m in prepared]
 
-    def _guarded_ask(self, messages: list[dict[str, str]]) -> Grade:
+    def _guarded_ask(self, messages: list[dict[str, str]], deadline: float | None = None) -> Grade:
+        if deadline is not None and time.monotonic() >= deadline:  # queued behind slow requests past the deadline
+            return Grade(0.0, f"judge not asked: batch_timeout_s={self.params.batch_timeout_s:g} s reached",
+                         masked=True)
         try:
-            return self._ask(messages)
+            return self._ask(messages, deadline)
         except JudgeRequestError as exc:  # configuration: an error for this completion, loud in check_health
             return Grade(0.0, f"judge request rejected: {exc}"[:300], error=True)
 
