@@ -44,3 +44,109 @@ def test_cause_reports_the_workers_own_exception():
     assert _cause(Wrapped("Traceback (most recent call last):\n  File ...")) == (
         "FileNotFoundError: model.name 'x': could not load")
     assert _cause(RuntimeError("line one\n  File \"a.py\", line 1\nthe real reason")) == "the real reason"
+
+
+class _Ref:
+    def __init__(self, value=None, error=None):
+        self.value, self.error = value, error
+
+
+class _Handle:
+    """A worker in this process; a call runs when it is made, which keeps Ray's per-actor call order."""
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    def __getattr__(self, name):
+        method = getattr(self.worker, name)
+
+        class Call:
+            @staticmethod
+            def remote(*args):
+                args = [a.value if isinstance(a, _Ref) else a for a in args]
+                try:
+                    return _Ref(method(*args))
+                except Exception as exc:  # noqa: BLE001
+                    return _Ref(error=exc)
+        return Call
+
+
+class _FakeRay:
+    """Just enough of Ray's API for RayPipeline's scheduling logic, without a runtime."""
+
+    class exceptions:
+        class RayError(Exception):
+            pass
+
+        class RayActorError(RayError):
+            pass
+
+        class RayTaskError(RayError):
+            pass
+
+    def __init__(self, worker_class):
+        self.worker_class = worker_class
+
+    def is_initialized(self):
+        return True
+
+    def cluster_resources(self):
+        return {"CPU": 8.0}
+
+    def remote(self, _cls):
+        fake = self
+
+        class ActorClass:
+            def options(self, **_):
+                return self
+
+            def remote(self, config, index, threads):
+                return _Handle(fake.worker_class(config, index, threads))
+        return ActorClass()
+
+    def put(self, value):
+        return _Ref(value)
+
+    def get(self, ref):
+        if ref.error is not None:
+            raise self.exceptions.RayTaskError(str(ref.error))
+        return ref.value
+
+    def wait(self, refs, timeout=None):
+        return refs, []
+
+    def kill(self, *_, **__):
+        pass
+
+    def shutdown(self):
+        pass
+
+
+def test_a_group_older_than_k_is_dropped_counted_and_sampled_again(tmp_path, monkeypatch):
+    """Worker 1 misses the adapter of version 1 once: its share for step 2 was sampled by version 0, two steps
+    old under max_staleness 1; it is dropped, counted, and sampled again with the current adapter."""
+    import json
+
+    from rftkit.rollout.ray_workers import RolloutWorker
+    from rftkit.train import pipeline
+    from rftkit.train.loop import train
+
+    class Lagging(RolloutWorker):
+        missed = False
+
+        def info(self):
+            return {"index": self.index, "device": str(self.device), "node": "fake", "threads": self.threads}
+
+        def set_adapter(self, tensors, version):
+            if self.index == 1 and version == 1 and not Lagging.missed:
+                Lagging.missed = True
+                return self.version
+            return super().set_adapter(tensors, version)
+
+    monkeypatch.setattr(pipeline, "import_ray", lambda: _FakeRay(Lagging))
+    config = parse_config(tiny_config_dict(tmp_path, train__steps=3, distributed={"workers": 2, "max_staleness": 1}))
+    train(config, tmp_path / "run", progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][1:]
+    assert [line["pipeline/dropped_groups"] for line in lines] == [0, 0, 1]  # worker 1's share: 1 prompt
+    assert all(line["pipeline/staleness_max"] <= 1 for line in lines)
+    assert [sum(v for k, v in line.items() if k.startswith("pipeline/samples_staleness_")) for line in lines] == [8] * 3

@@ -281,7 +281,13 @@ class RayPipeline:
                 break
             for share in old:
                 self.step_counts["pipeline/dropped_groups"] += len(share.request.examples)
-                share.result, share.ref = None, self.workers[share.worker].rollout.remote(share.request)
+                log.warning("ray: worker %d sampled request %d with policy version %d, older than max_staleness "
+                            "%d allows at step %d; its %d groups are dropped and sampled again",
+                            share.worker, share.request.request_id, share.result.batch.policy_version, self.k,
+                            state.step, len(share.request.examples))
+                worker = self.workers[share.worker]
+                worker.set_adapter.remote(self.adapter_ref, self.version)  # in case it missed the update
+                share.result, share.ref = None, worker.rollout.remote(share.request)
             results = self._wait(head)
         self.pending.popleft()
         if chain:
