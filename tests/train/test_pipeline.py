@@ -150,3 +150,40 @@ def test_a_group_older_than_k_is_dropped_counted_and_sampled_again(tmp_path, mon
     assert [line["pipeline/dropped_groups"] for line in lines] == [0, 0, 1]  # worker 1's share: 1 prompt
     assert all(line["pipeline/staleness_max"] <= 1 for line in lines)
     assert [sum(v for k, v in line.items() if k.startswith("pipeline/samples_staleness_")) for line in lines] == [8] * 3
+
+
+def test_dapo_refill_rounds_take_the_prefetched_batches_in_data_order(tmp_path, monkeypatch):
+    """Dynamic sampling with k = 1: a refill round takes the batch already issued ahead; every batch of the
+    data stream is sampled once, in order, and no step holds a group twice."""
+    import json
+
+    from rftkit.rollout.ray_workers import RolloutWorker
+    from rftkit.train import pipeline
+    from rftkit.train.loop import train
+
+    issued = []
+
+    class Recording(RolloutWorker):
+        def info(self):
+            return {"index": self.index, "device": str(self.device), "node": "fake", "threads": self.threads}
+
+        def rollout(self, request):
+            issued.append(tuple(e.id for e in request.examples))
+            return super().rollout(request)
+
+    monkeypatch.setattr(pipeline, "import_ray", lambda: _FakeRay(Recording))
+    raw = tiny_config_dict(tmp_path, algorithm="dapo", train__steps=3, dapo={"max_sampling_rounds": 3},
+                           distributed={"workers": 1, "max_staleness": 1})
+    train(parse_config(raw), tmp_path / "run", progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][1:]
+    sampled = sum(line["sampling/groups_sampled"] for line in lines)
+    assert sampled >= 6 and len(issued) == sampled // 2 + 1  # + the one batch still in flight at the end
+    from types import SimpleNamespace
+
+    from rftkit.tasks import load_examples
+    from rftkit.train.checkpoint import TrainerState
+    from rftkit.train.setup import next_prompts
+
+    config = parse_config(raw)
+    stream = SimpleNamespace(config=config, state=TrainerState(0, 0, 0), train_examples=load_examples(config.data)[0])
+    assert issued == [tuple(e.id for e in next_prompts(stream)) for _ in issued]  # the data stream, in order
