@@ -82,10 +82,12 @@ def _prefill_against_forward(model, prompts, pad_id, copies: int):
                           **{cache_kwarg(model): caches[0]}).logits[:, -1]
         fast = FastDecoder(model).prefill(ids, mask, positions, caches[1].layers, copies)
     real = mask.bool().repeat_interleave(copies, 0)[:, None, :, None]  # padding columns are never attended
+    tolerance = 1e-5 if model.dtype == torch.float32 else 2e-2
     for expected, got in zip(caches[0].layers, caches[1].layers):
         assert got.get_seq_length() == ids.shape[1] and got.keys.shape[0] == len(prompts) * copies
         for a, b in ((expected.keys, got.keys), (expected.values, got.values)):
-            torch.testing.assert_close(b * real, a.repeat_interleave(copies, 0) * real, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(b * real, a.repeat_interleave(copies, 0) * real, atol=tolerance,
+                                       rtol=tolerance)
     return reference, fast
 
 
@@ -137,7 +139,8 @@ def test_sampling_through_the_fast_step_draws_the_same(setup, monkeypatch, prune
 def test_backend_decoder_follows_adapter_updates(setup):
     policy, tokenizer, model_config, examples, _ = setup
     backend = HFBackend("on", fast_decode="auto")
-    generate = lambda b: b.generate(policy, tokenizer, examples, SamplingSettings(3, 16, 1.0, 1.0), torch.Generator().manual_seed(0))
+    generate = lambda b: b.generate(policy, tokenizer, examples, SamplingSettings(3, 16, 1.0, 1.0),
+                                    torch.Generator().manual_seed(0))
     generate(backend)
     assert backend.merged.decoder is not None
     randomise_lora(policy, seed=7, scale=0.05, which="lora_")  # an optimizer step changed the adapter

@@ -81,8 +81,8 @@ def test_llama_with_grouped_kv_heads_and_some_layers_adapted():
     config = LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
                          rope_scaling={"rope_type": "linear", "factor": 2.0})
-    model = get_peft_model(LlamaForCausalLM(config), PeftLoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj",
-                                                                                                       "down_proj"]))
+    model = get_peft_model(LlamaForCausalLM(config),
+                           PeftLoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
     model.eval()
     randomise_lora(model, seed=1, scale=0.1, which="lora_")
     assert FusedForward.supports(model)
@@ -106,7 +106,8 @@ def test_packed_update_uses_it_and_gives_the_models_logprobs_and_gradients(polic
 
     calls = []
     original = FusedForward.hidden_states
-    monkeypatch.setattr(FusedForward, "hidden_states", staticmethod(lambda *a, **k: calls.append(k) or original(*a, **k)))
+    monkeypatch.setattr(FusedForward, "hidden_states",
+                        staticmethod(lambda *a, **k: calls.append(k) or original(*a, **k)))
     fused_logp, fused_grads = run()
     assert calls == [{"queries_from": 4}]  # the packed path went through the fused forward
     monkeypatch.setattr(FusedForward, "supports", staticmethod(lambda model: False))
@@ -129,6 +130,9 @@ def test_unsupported_setups_use_the_models_own_forward():
     merged = get_peft_model(LlamaForCausalLM(LlamaConfig(**tiny)), PeftLoraConfig(r=2, target_modules=["q_proj"]))
     merged.merge_adapter()
     assert not FusedForward.supports(merged)  # the adapter already sits inside the weights
+    trained = get_peft_model(LlamaForCausalLM(LlamaConfig(**tiny)), PeftLoraConfig(r=2, target_modules=["q_proj"]))
+    trained.base_model.model.model.layers[0].self_attn.k_proj.weight.requires_grad_(True)
+    assert not FusedForward.supports(trained)  # a base weight trained next to the adapter it is stacked with
     assert not FusedForward.supports(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=30)))
     assert FusedForward.supports(LlamaForCausalLM(LlamaConfig(**tiny)))  # a plain model: its weights as they are
 

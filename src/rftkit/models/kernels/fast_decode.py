@@ -1,52 +1,32 @@
-"""A hand-written one-token decode step for plain Llama-family models (Qwen2, Llama), used by the sampler.
+"""A hand-written prefill and one-token decode step for plain Llama-family models (Qwen2, Llama), used by the sampler.
 
 Decoding runs the whole model once per generated token on a [rows, 1] input, where the cost of a
 step is the number of operations, not arithmetic: transformers' layers spend most of it in
-projections computed one by one, mask plumbing, reshapes and cache bookkeeping. This step does the
-same arithmetic in fewer operations: q, k and v come from one fused matmul, gate and up from
-another, RMSNorm is one `rms_norm` call, rotary embedding is applied to q and k together, and the
-additive mask is built once per step for all layers. Rotary cos/sin come from the model's own
-`rotary_emb` module, so every RoPE variant transformers implements gives the same angles.
+projections computed one by one, mask plumbing, reshapes and cache bookkeeping. Both passes run
+the shared `llama.decoder_layer` (q, k and v from one matmul, gate and up from another, rotary on
+q and k together) on the merged weights, with RMSNorm as one `rms_norm` call: the prefill through
+SDPA, writing each prompt's keys and values straight into its G rows of the sampler's cache; the
+step through two matmuls against the cache, with the additive mask built once per step for all
+layers. Every bias the architectures have (Qwen2's q/k/v; Llama's `attention_bias` q/k/v/o_proj
+and `mlp_bias` gate/up/down) is applied.
 
-The prefill (`prefill`) is written the same way, and writes each prompt's keys and values straight
-into its G rows of the sampler's cache. Only used on a plain model (the merged copy): a PEFT-wrapped
-model, sliding-window or other architectures fall back to the model's own forward
-(`FastDecoder.supports`). tests/models/test_fast_decode.py checks the prefill's and the step's
-logits and cache against the model's forward, and that sampling gives the same tokens and log-probs
-either way.
+Only used on a plain model (the merged copy): a PEFT-wrapped model, sliding-window or other
+architectures fall back to the model's own forward (`FastDecoder.supports`).
+tests/models/test_fast_decode.py checks the prefill's and the step's logits and cache against the
+model's forward, and that sampling gives the same tokens and log-probs either way;
+test_llama_variants.py does so for every bias and head layout the architectures allow.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """transformers' Qwen2/Llama RMSNorm in one op for float32; in lower precision its exact recipe
-    (normalise in float32, cast back, then scale by the weight in the model's dtype)."""
-    if x.dtype == torch.float32 and weight.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), weight, eps)
-    return weight * F.rms_norm(x.float(), (x.shape[-1],), None, eps).to(x.dtype)
-
-
-def llama_family(config) -> bool:
-    """A Qwen2 or Llama config with full attention in every layer and SiLU MLPs without bias: what the
-    hand-written decode step (here) and training forward (rftkit.models.kernels.fused_forward) compute."""
-    if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES or config.hidden_act != "silu":
-        return False
-    if getattr(config, "use_sliding_window", False) or getattr(config, "mlp_bias", False):
-        return False
-    return all(kind == "full_attention" for kind in getattr(config, "layer_types", None) or ())
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+from rftkit.models.kernels.llama import (Heads, LayerOps, decoder_layer, llama_family, rms_norm, rotary,
+                                         rotary_angles, sdpa, stacked_bias)
 
 
 @dataclass
@@ -55,9 +35,21 @@ class _LayerWeights:
     qkv: torch.Tensor  # [(H + 2 K) * D, hidden]: q, k and v projections stacked
     qkv_bias: torch.Tensor | None  # [(H + 2 K) * D]
     out: torch.Tensor  # [hidden, H * D]
+    out_bias: torch.Tensor | None  # [hidden]
     post_norm: torch.Tensor  # [hidden]
     gate_up: torch.Tensor  # [2 * I, hidden]: gate and up projections stacked
+    gate_up_bias: torch.Tensor | None  # [2 * I]
     down: torch.Tensor  # [hidden, I]
+    down_bias: torch.Tensor | None  # [hidden]
+
+    def ops(self, heads: Heads, eps: float) -> LayerOps:
+        """`decoder_layer`'s operations on these plain weights."""
+        return LayerOps(heads, input_norm=partial(rms_norm, weight=self.input_norm, eps=eps),
+                        qkv=partial(F.linear, weight=self.qkv, bias=self.qkv_bias), rotary=rotary,
+                        out=partial(F.linear, weight=self.out, bias=self.out_bias),
+                        post_norm=partial(rms_norm, weight=self.post_norm, eps=eps),
+                        gate_up=partial(F.linear, weight=self.gate_up, bias=self.gate_up_bias),
+                        down=partial(F.linear, weight=self.down, bias=self.down_bias))
 
 
 def _stack_as_views(weights: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -70,24 +62,14 @@ def _stack_as_views(weights: list[torch.nn.Parameter]) -> torch.Tensor:
     return stacked
 
 
-def stacked_bias(*linears) -> torch.Tensor | None:
-    """The biases of `linears` row-stacked (zeros for those without one); None when none has a bias."""
-    if all(linear.bias is None for linear in linears):
-        return None
-    return torch.cat([linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
-                      for linear in linears])
-
-
 class FastDecoder:
     """Decode steps for one plain model; `refresh()` after its weights change (the merged copy does)."""
 
     def __init__(self, model):
         self.model = model
         config = model.config.get_text_config(decoder=True)
-        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        self.eps = config.rms_norm_eps
-        self.intermediate = config.intermediate_size
+        self.heads, self.eps = Heads.of(config), config.rms_norm_eps
+        self.scale = self.heads.dim ** -0.5
         self.refresh()
 
     @staticmethod
@@ -120,8 +102,11 @@ class FastDecoder:
             self.layers.append(_LayerWeights(
                 input_norm=layer.input_layernorm.weight, post_norm=layer.post_attention_layernorm.weight,
                 qkv=_stack_as_views([p.weight for p in projections]), qkv_bias=stacked_bias(*projections),
-                out=attention.o_proj.weight, gate_up=_stack_as_views([mlp.gate_proj.weight, mlp.up_proj.weight]),
-                down=mlp.down_proj.weight))
+                out=attention.o_proj.weight, out_bias=attention.o_proj.bias,
+                gate_up=_stack_as_views([mlp.gate_proj.weight, mlp.up_proj.weight]),
+                gate_up_bias=stacked_bias(mlp.gate_proj, mlp.up_proj),
+                down=mlp.down_proj.weight, down_bias=mlp.down_proj.bias))
+        self.ops = [weights.ops(self.heads, self.eps) for weights in self.layers]
         self.embed, self.final_norm = body.embed_tokens.weight, body.norm.weight
         self.lm_head, self.lm_head_bias = self.model.lm_head.weight, self.model.lm_head.bias
 
@@ -145,63 +130,61 @@ class FastDecoder:
         The last layer computes its query, attention output and MLP for the last column only: no
         other column's output is read (the cache holds keys and values, which come before them).
         """
-        rows, width = prompt_ids.shape
-        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        width = prompt_ids.shape[1]
         hidden = F.embedding(prompt_ids, self.embed)  # [B, P, hidden]
-        cos, sin = self.model.model.rotary_emb(hidden, positions)  # [B, P, D]
-        cos, sin = cos[:, None].to(hidden.dtype), sin[:, None].to(hidden.dtype)
+        cos, sin = rotary_angles(self.model, hidden, positions)  # [B, 1, P, D]
         # causal over the real tokens; a padding column sees itself only, so that no row of the mask is
         # empty (no real token ever attends to a padding column's key)
         causal = torch.ones((width, width), dtype=torch.bool, device=prompt_ids.device).tril()
         allowed = ((causal & prompt_mask.bool()[:, None, :])
                    | torch.eye(width, dtype=torch.bool, device=prompt_ids.device))[:, None]
-        last = len(self.layers) - 1
-        for index, (weights, cache) in enumerate(zip(self.layers, cache_layers)):
-            x = rms_norm(hidden, weights.input_norm, self.eps)
-            qkv = F.linear(x, weights.qkv, weights.qkv_bias).view(rows, width, heads + 2 * kv_heads, dim)
-            qkv = qkv.transpose(1, 2)  # [B, H + 2K, P, D]
-            qk = qkv[:, :heads + kv_heads] * cos + rotate_half(qkv[:, :heads + kv_heads]) * sin
-            query, key, value = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads:]
-            cache.fill(key, value, copies)
-            if index == last:
-                query, allowed, hidden = query[:, :, -1:], allowed[:, :, -1:], hidden[:, -1:]
-            context = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=dim ** -0.5,
-                                                     enable_gqa=kv_heads != heads)
-            hidden = hidden + F.linear(context.transpose(1, 2).reshape(rows, -1, heads * dim), weights.out)
-            x = rms_norm(hidden, weights.post_norm, self.eps)
-            gate, up = F.linear(x, weights.gate_up).split(self.intermediate, dim=-1)
-            hidden = hidden + F.linear(F.silu(gate) * up, weights.down)
-        hidden = rms_norm(hidden[:, -1], self.final_norm, self.eps)
-        return F.linear(hidden, self.lm_head, self.lm_head_bias)
+        last = len(self.ops) - 1
+        for index, (ops, cache) in enumerate(zip(self.ops, cache_layers)):
+            window = width - 1 if index == last else 0
+            attend = partial(_attend_and_fill, cache=cache, copies=copies,
+                             mask=allowed[:, :, window:] if window else allowed, scale=self.scale)
+            hidden = decoder_layer(hidden, ops, cos, sin, attend, window)
+        return self._logits(hidden[:, -1])
 
     @torch.inference_mode()
-    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache_layers, attention: torch.Tensor) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache_layers,
+             attention: torch.Tensor) -> torch.Tensor:
         """Logits [R, V] of the next token after `tokens` [R] at `positions` [R].
 
         `cache_layers` are the sampler's preallocated cache layers (this step appends one column to
         each); `attention` [R, L] is True for the columns each row may attend to, this token's included.
         """
-        rows, heads, kv_heads, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
-        hidden = F.embedding(tokens, self.embed)  # [R, hidden]
-        cos, sin = self.model.model.rotary_emb(hidden[:, None], positions[:, None])  # [R, 1, D]
-        cos, sin = cos.to(hidden.dtype), sin.to(hidden.dtype)
-        mask = torch.zeros(attention.shape, dtype=hidden.dtype, device=hidden.device).masked_fill_(~attention, torch.finfo(hidden.dtype).min)
+        hidden = F.embedding(tokens[:, None], self.embed)  # [R, 1, hidden]
+        cos, sin = rotary_angles(self.model, hidden, positions[:, None])  # [R, 1, 1, D]
+        mask = torch.zeros(attention.shape, dtype=hidden.dtype, device=hidden.device)
+        mask.masked_fill_(~attention, torch.finfo(hidden.dtype).min)
         mask = mask[:, None, None, :]  # [R, 1, 1, L], broadcast over kv heads and the heads sharing them
-        scale = dim ** -0.5
-        for weights, cache in zip(self.layers, cache_layers):
-            x = rms_norm(hidden, weights.input_norm, self.eps)
-            qkv = F.linear(x, weights.qkv, weights.qkv_bias)  # [R, (H + 2K) * D]
-            qk = qkv[:, :(heads + kv_heads) * dim].view(rows, heads + kv_heads, dim)
-            qk = qk * cos + rotate_half(qk) * sin  # rotary on q and k at once
-            query = qk[:, :heads].reshape(rows, kv_heads, heads // kv_heads, dim)  # [R, K, H/K, D]
-            key = qk[:, heads:, None, :]  # [R, K, 1, D]
-            value = qkv[:, (heads + kv_heads) * dim:].view(rows, kv_heads, 1, dim)
-            keys, values = cache.update(key, value)  # [R, K, L, D]
-            scores = torch.matmul(query, keys.transpose(-1, -2)).mul_(scale).add_(mask)  # [R, K, H/K, L]
-            context = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype), values)
-            hidden = hidden + F.linear(context.reshape(rows, heads * dim), weights.out)
-            x = rms_norm(hidden, weights.post_norm, self.eps)
-            gate, up = F.linear(x, weights.gate_up).split(self.intermediate, dim=-1)
-            hidden = hidden + F.linear(F.silu(gate) * up, weights.down)
-        hidden = rms_norm(hidden, self.final_norm, self.eps)
-        return F.linear(hidden, self.lm_head, self.lm_head_bias)
+        for ops, cache in zip(self.ops, cache_layers):
+            hidden = decoder_layer(hidden, ops, cos, sin, partial(_attend_cached, cache=cache, mask=mask,
+                                                                  scale=self.scale))
+        return self._logits(hidden[:, -1])
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[R, V] from the last layer's output [R, hidden]: the final norm, then the LM head."""
+        return F.linear(rms_norm(hidden, self.final_norm, self.eps), self.lm_head, self.lm_head_bias)
+
+
+def _attend_and_fill(query, key, value, cache, copies: int, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """The prefill's attention: SDPA over the prompt, its keys and values written into the cache first."""
+    cache.fill(key, value, copies)
+    return sdpa(query, key, value, mask, scale)
+
+
+def _attend_cached(query, key, value, cache, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """One new column's attention over the cache: query [R, H, 1, D], key and value [R, K, 1, D] -> [R, 1, H D].
+
+    Two batched matmuls and a float32 softmax, as transformers' eager attention computes them; the
+    H / K query heads that share a KV head are one matrix against its cached keys, so the cache is
+    never repeated per head (SDPA on one query row costs more than these few ops)."""
+    rows, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    keys, values = cache.update(key, value)  # [R, K, L, D]
+    query = query.reshape(rows, kv_heads, heads // kv_heads, dim)  # [R, K, H/K, D]
+    scores = torch.matmul(query, keys.transpose(-1, -2)).mul_(scale).add_(mask)  # [R, K, H/K, L]
+    context = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype), values)
+    return context.view(rows, 1, heads * dim)

@@ -7,24 +7,30 @@ weights W + s B A and gate/up another, so the forward is four matmuls a layer; t
 never the full [out, in] weight gradient. RMSNorm and rotary embedding are autograd functions
 with their backward written out (a few ops instead of autograd's trail through every elementwise
 step), and the last layer computes queries, attention output and MLP only from `queries_from` on:
-its earlier columns (prompt tokens) feed nothing but their own keys and values. The function, its
-value and its gradients are PEFT's; only the order of floating-point operations differs
-(tests/models/test_fused_forward.py checks hidden states, log-probs and LoRA gradients against PEFT's
-forward). On the example's update (~1,300 packed tokens, hidden 128, rank 16) forward and backward
-take ~84 ms against ~93 without those three and ~101 through PEFT.
+its earlier columns (prompt tokens) feed nothing but their own keys and values. The layer itself is
+`llama.decoder_layer`, which the sampler's fast decode runs too; this module supplies its
+projections, norms, rotary and SDPA over the packed block mask. The function, its value and its
+gradients are PEFT's; only the order of floating-point operations differs
+(tests/models/test_fused_forward.py and test_llama_variants.py check hidden states, log-probs and
+LoRA gradients against PEFT's forward, for every bias the architectures have). On the example's
+update (~1,300 packed tokens, hidden 128, rank 16) forward and backward take ~84 ms against ~93
+without those three and ~101 through PEFT.
 
-Used by `update._forward_packed` when `FusedForward.supports(policy)`; anything else (other
+Used by `models.forward._forward_packed` when `FusedForward.supports(policy)`; anything else (other
 architectures, DoRA, several active adapters, an adapted LM head, adapters merged into the
 weights) runs through the model's own forward.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
 from rftkit.models.loading import lora_parts
-from rftkit.models.kernels.fast_decode import llama_family, rms_norm, rotate_half, stacked_bias
+from rftkit.models.kernels.llama import (Heads, LayerOps, decoder_layer, llama_family, rms_norm, rotary,
+                                         rotary_angles, sdpa, stacked_bias)
 from rftkit.rollout.sampler import unwrap_peft
 
 
@@ -32,7 +38,7 @@ class _StackedLoraLinear(torch.autograd.Function):
     """x @ W_eff^T for one or several projections of the same input, W_eff = the stacked base weights
     with s B A added to each adapted projection's rows.
 
-    The forward is one matmul. The backward gives x its gradient through W_eff, and each adapter
+    The forward is one matmul (bias included). The backward gives x its gradient through W_eff, and each adapter
     its gradients through rank-r matmuls, s (g_i^T (x A_i^T)) for B_i and s ((g_i B_i)^T x) for A_i,
     instead of forming the full [out, in] weight gradient and projecting it (what autograd does
     through W + s B A): fewer FLOPs, and 10-25% less time on the update's shapes.
@@ -60,7 +66,9 @@ class _StackedLoraLinear(torch.autograd.Function):
             grads += [((grad_i @ lora_b).t() @ flat_x).mul_(scale),
                       (grad_i.t() @ projected[:, column:column + rank]).mul_(scale)]
             column += rank
-        return (grad_x, None, None, None, *grads)
+        # a trainable bias (PEFT's bias="all" or "lora_only"): the sum of its rows' output gradients
+        grad_bias = flat_grad.sum(0) if ctx.needs_input_grad[2] else None
+        return (grad_x, None, grad_bias, None, *grads)
 
 
 class _RMSNorm(torch.autograd.Function):
@@ -80,7 +88,8 @@ class _RMSNorm(torch.autograd.Function):
         grad_normalised = grad * weight
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = inverse_rms * (grad_normalised - normalised * (grad_normalised * normalised).mean(-1, keepdim=True))
+            projection = (grad_normalised * normalised).mean(-1, keepdim=True)
+            grad_x = inverse_rms * (grad_normalised - normalised * projection)
         grad_weight = (grad * normalised).reshape(-1, x.shape[-1]).sum(0) if ctx.needs_input_grad[1] else None
         return grad_x, grad_weight, None
 
@@ -97,7 +106,7 @@ class _Rotary(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, cos, sin):
         ctx.save_for_backward(cos, sin)
-        return x * cos + rotate_half(x) * sin
+        return rotary(x, cos, sin)
 
     @staticmethod
     def backward(ctx, grad):
@@ -140,9 +149,13 @@ class FusedForward:
             return False  # an adapted LM head: the model's own forward
         try:
             for layer in model.model.layers:
-                for linear in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
-                               layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
-                    lora_parts(linear)
+                attention, mlp = layer.self_attn, layer.mlp
+                for stacked in ((attention.q_proj, attention.k_proj, attention.v_proj), (attention.o_proj,),
+                                (mlp.gate_proj, mlp.up_proj), (mlp.down_proj,)):  # as lora_linear stacks them
+                    adapted = any([lora_parts(linear) is not None for linear in stacked])
+                    trained = any(getattr(linear, "base_layer", linear).weight.requires_grad for linear in stacked)
+                    if adapted and trained:
+                        return False  # a trained base weight: _StackedLoraLinear gives it no gradient
         except (TypeError, AttributeError):
             return False
         return True
@@ -156,31 +169,25 @@ class FusedForward:
         no earlier column, so the last layer spends no query, attention output or MLP on them."""
         model = unwrap_peft(policy)
         config = model.config
-        heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
-        dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        rows, width = input_ids.shape
         hidden = model.model.embed_tokens(input_ids)  # [U, S, hidden]
-        cos, sin = model.model.rotary_emb(hidden, position_ids)  # [U, S, D]
-        cos, sin = cos[:, None].to(hidden.dtype), sin[:, None].to(hidden.dtype)
-        eps = config.rms_norm_eps
+        cos, sin = rotary_angles(model, hidden, position_ids)  # [U, 1, S, D]
         # additive, in the model's dtype, once: SDPA would convert a boolean mask in every layer
-        allowed = torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device).masked_fill_(~allowed, torch.finfo(hidden.dtype).min)
-        last = len(model.model.layers) - 1
+        allowed = torch.zeros(allowed.shape, dtype=hidden.dtype,
+                              device=hidden.device).masked_fill_(~allowed, torch.finfo(hidden.dtype).min)
+        heads, last = Heads.of(config), len(model.model.layers) - 1
         for index, layer in enumerate(model.model.layers):
-            attention, mlp = layer.self_attn, layer.mlp
-            x = _norm(hidden, layer.input_layernorm.weight, eps)
-            qkv = lora_linear(x, attention.q_proj, attention.k_proj, attention.v_proj)
-            qkv = qkv.view(rows, width, heads + 2 * kv_heads, dim).transpose(1, 2)  # [U, H + 2K, S, D]
-            qk = _Rotary.apply(qkv[:, :heads + kv_heads], cos, sin)  # q and k at once
-            query, key, value = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads:]
-            if index == last and queries_from:  # keys and values for every column, the rest from queries_from on
-                query, allowed, hidden = query[:, :, queries_from:], allowed[:, :, queries_from:], hidden[:, queries_from:]
-            # grouped KV heads go to SDPA as they are (enable_gqa): no repeated copies of k and v to
-            # build in the forward and sum back in the backward
-            context = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=attention.scaling,
-                                                     enable_gqa=kv_heads != heads)
-            hidden = hidden + lora_linear(context.transpose(1, 2).reshape(rows, -1, heads * dim), attention.o_proj)
-            x = _norm(hidden, layer.post_attention_layernorm.weight, eps)
-            gate, up = lora_linear(x, mlp.gate_proj, mlp.up_proj).chunk(2, dim=-1)
-            hidden = hidden + lora_linear(F.silu(gate) * up, mlp.down_proj)
-        return _norm(hidden, model.model.norm.weight, eps)
+            window = queries_from if index == last else 0
+            attend = partial(sdpa, mask=allowed[:, :, window:] if window else allowed, scale=layer.self_attn.scaling)
+            hidden = decoder_layer(hidden, _layer_ops(layer, heads, config.rms_norm_eps), cos, sin, attend, window)
+        return _norm(hidden, model.model.norm.weight, config.rms_norm_eps)
+
+
+def _layer_ops(layer, heads: Heads, eps: float) -> LayerOps:
+    """The layer's projections through `lora_linear` (LoRA with its own backward, biases included)."""
+    attention, mlp = layer.self_attn, layer.mlp
+    return LayerOps(heads, input_norm=partial(_norm, weight=layer.input_layernorm.weight, eps=eps),
+                    qkv=lambda x: lora_linear(x, attention.q_proj, attention.k_proj, attention.v_proj),
+                    rotary=_Rotary.apply, out=lambda x: lora_linear(x, attention.o_proj),
+                    post_norm=partial(_norm, weight=layer.post_attention_layernorm.weight, eps=eps),
+                    gate_up=lambda x: lora_linear(x, mlp.gate_proj, mlp.up_proj),
+                    down=lambda x: lora_linear(x, mlp.down_proj))
