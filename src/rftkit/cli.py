@@ -87,6 +87,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif summary.get("best_checkpoint"):
         print(f"final checkpoint: {summary['best_checkpoint']}")
     print(f"run directory: {run_dir}   report: rft report {run_dir}")
+    if summary.get("stopped_by"):  # alarms.stop_on: the run did not finish its steps
+        stop = summary["stopped_by"]
+        print(f"stopped at step {stop['step']} by the {stop['alarm']} alarm: {stop['message']}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -120,7 +124,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rftkit.logging.report import build_report
 
-    print(f"report: {build_report(args.run_dir, args.output, args.samples)}")
+    print(f"report: {build_report(args.run_dirs, args.output, args.samples)}")
     return 0
 
 
@@ -185,10 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(sft)
     sft.set_defaults(func=cmd_sft)
 
-    report = verbs.add_parser("report", help="one HTML page for a run: curves, validation, graded samples")
-    report.add_argument("run_dir", help="a run directory from rft train")
-    report.add_argument("--output", help="HTML file to write (default: RUN_DIR/report.html)")
-    report.add_argument("--samples", type=int, default=40, help="latest graded samples to show (default: 40)")
+    report = verbs.add_parser("report", help="one HTML page for a run (curves, alarms, a sample browser), or "
+                              "several runs compared")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run directory from rft train; two or "
+                        "more: one page comparing them")
+    report.add_argument("--output", help="HTML file to write (default: RUN_DIR/report.html, or "
+                        "FIRST_RUN_DIR/compare.html for several runs)")
+    report.add_argument("--samples", type=int, default=None, help="latest graded samples per run in the browser "
+                        "(default: all)")
     report.set_defaults(func=cmd_report)
 
     experiment = verbs.add_parser("experiment", help="comparisons on the embedded model (README: Algorithms)")

@@ -138,6 +138,42 @@ class EvalConfig(Section):
         "checkpoints/best (chosen on validation, never on the test split); null: the last checkpoint is the result.")
 
 
+class TrackingConfig(Section):
+    """Where a run's metrics go besides metrics.jsonl (always written): the trackers `report_to` names.
+    README: Tracking and alarms."""
+
+    project: str = Field("rftkit", description="MLflow experiment, W&B project and Trackio project the run is "
+                         "logged under.")
+    run_name: str | None = Field(None, description="The run's name in the trackers (null: the run directory's "
+                                 "name).")
+    mlflow_tracking_uri: str | None = Field(None, description="mlflow: where runs are stored (a server URL, "
+                                            "'sqlite:///mlflow.db', 'file:PATH'); null: $MLFLOW_TRACKING_URI, else "
+                                            "a file store in RUN_DIR/mlruns (`mlflow ui --backend-store-uri "
+                                            "RUN_DIR/mlruns`).")
+    wandb_mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="wandb: 'offline' writes RUN_DIR/wandb/ for a later `wandb sync`; null: $WANDB_MODE, "
+        "else W&B's default (online, needing `wandb login`).")
+
+
+class AlarmsConfig(Section):
+    """Checks that catch a wasted run: each warns in the log, sets `alarm/<name>` = 1 in the step's metrics and
+    shows as a banner in `rft report`; `stop_on` names those that stop the run. README: Tracking and alarms."""
+
+    truncation_threshold: float = Field(0.5, gt=0, le=1, description="truncation: warn when more than this share "
+                                        "of completions hit train.max_completion_length without ending, at the "
+                                        "first step or on average over `truncation_window` steps.")
+    truncation_window: int = Field(10, ge=1, description="truncation: steps averaged.")
+    no_signal_steps: int = Field(5, ge=1, description="no_signal: warn when every group's rewards tied (zero "
+                                 "advantages, no learning) this many steps in a row.")
+    grader_down_steps: int = Field(3, ge=1, description="grader_down: warn when a grader gave no score (masked or "
+                                   "raised) on every completion this many steps in a row, e.g. a judge endpoint "
+                                   "that is down.")
+    stop_on: list[Literal["truncation", "no_signal", "grader_down", "overfitting"]] = Field(
+        default_factory=list, description="Alarms that stop the run (after a checkpoint and a validation); "
+        "overfitting is eval.overfit_patience's warning. `rft train` then exits with status 3 and summary.json "
+        "says which alarm stopped it.")
+
+
 class RolloutConfig(Section):
     backend: Literal["hf", "vllm"] = Field("hf", description="Sampling backend: 'hf' (the built-in KV-cache sampler, "
                                          "CPU or GPU) or 'vllm' (GPU hosts; `pip install rftkit[vllm]`; the current "
@@ -303,6 +339,12 @@ class RFTConfig(Section):
                                                   "null: everything in this process.")
     save_every: int = Field(100, ge=1, description="Write checkpoints/step-N every N steps (and at the end).")
     samples_per_step: int = Field(4, ge=0, description="Completions per step written to samples.jsonl.")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(
+        default_factory=list, description="Trackers that receive every metrics record besides metrics.jsonl "
+        "(TRL's names; each an extra: `pip install rftkit[tensorboard]`, ...). tensorboard writes RUN_DIR/"
+        "tensorboard/; the rest follow the `tracking:` keys.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)
     output_dir: str = Field("runs/countdown", description="Run directory (config, metrics, samples, checkpoints). "
                             "Unset in a config file: runs/<the file's name without .yaml>.")
 
@@ -466,7 +508,10 @@ def _resolve_relative_paths(raw: dict[str, Any], folder: Path) -> None:
 
 # Keys a resumed run may change: they decide how long to run and how often to log, not what is trained.
 SAFE_ON_RESUME = frozenset({"train.steps", "train.max_seconds", "train.threads", "eval.eval_every", "eval.batch_size",
-                            "eval.overfit_patience", "save_every", "samples_per_step", "model.device", "output_dir"})
+                            "eval.overfit_patience", "save_every", "samples_per_step", "model.device", "output_dir",
+                            "report_to", "tracking.project", "tracking.run_name", "tracking.mlflow_tracking_uri",
+                            "tracking.wandb_mode", "alarms.truncation_threshold", "alarms.truncation_window",
+                            "alarms.no_signal_steps", "alarms.grader_down_steps", "alarms.stop_on"})
 
 # Where the rollout workers run, not what they compute: a run may resume on another cluster.
 SAFE_ON_RESUME = SAFE_ON_RESUME | {"distributed.address", "distributed.workers", "distributed.cpus_per_worker",

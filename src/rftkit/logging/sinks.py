@@ -50,12 +50,27 @@ class JsonlSink:
                                       "`rft train --resume` trims the torn line") from exc
             raise
 
+    def close(self) -> None:
+        return None  # every line is flushed as it is written
+
 
 class NullSink:
     """The sink of a torchrun rank other than 0: only rank 0 writes the run directory."""
 
     def write(self, record: dict[str, Any]) -> None:
         return None
+
+    def close(self) -> None:
+        return None
+
+
+def validation_line(record: dict[str, Any], total_steps: int) -> str:
+    """The console's line for one validation: step, held-out accuracy sampled and greedy, rewards."""
+    line = (f"step {record['step']}/{total_steps}  held-out accuracy {record['val/accuracy']:.3f} sampled, "
+            f"{record['val/accuracy_greedy']:.3f} greedy  reward {record['val/mean_reward']:.3f}")
+    if "reward/mean" in record:
+        line += f"  (train reward {record['reward/mean']:.3f})"
+    return line
 
 
 def sample_records(step: int, completions: list[str], graded: list[GradedCompletion], examples, limit: int,

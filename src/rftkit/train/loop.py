@@ -23,7 +23,9 @@ from rftkit.algorithms.registry import Models, next_kl_coef
 from rftkit.atomic import write_json_atomic
 from rftkit.config import RFTConfig
 from rftkit.eval.validate import evaluate
-from rftkit.logging.sinks import overfitting_warning, sample_records
+from rftkit.logging.alarms import Alarm, AlarmMonitor, AlarmSettings, truncated
+from rftkit.logging.sinks import sample_records, validation_line
+from rftkit.models.loading import stop_token_ids
 from rftkit.rollout import RolloutBackend, SamplingSettings, build_backend
 from rftkit.train.checkpoint import capture_rng, latest_checkpoint, save_checkpoint
 from rftkit.train.collect import StepData, collect
@@ -49,6 +51,8 @@ def step_metrics(run: Run, data: StepData, stats: UpdateStats, extra: dict[str, 
               "accuracy": sum(accurate) / n, "frac_groups_tied": (groups.std(dim=1) == 0).float().mean().item()}
     for wg in run.graders:
         record[f"reward/{wg.grader.name}"] = sum(s for v in view for s in v["scores"][wg.grader.name]) / n
+        record[f"grader/{wg.grader.name}/unscored"] = sum(v["unscored"][wg.grader.name] for v in view) / n
+    record["len/truncated"] = sum(v["truncated"] for v in view) / n
     record.update({"loss/total": stats.loss, "loss/policy": stats.policy_loss, "kl/mean": stats.kl,
                    "clip_frac": stats.clip_frac, "entropy": stats.entropy, "grad_norm": stats.grad_norm,
                    "len/completion": lengths.float().mean().item(),
@@ -76,7 +80,11 @@ def _step_view(run: Run, data: StepData) -> dict:
             "accurate": [rule.accurate(g) for g in data.graded],
             "scores": {wg.grader.name: [g.grades[wg.grader.name].score for g in data.graded] for wg in run.graders},
             "errors": sum(data.grading.errors.values()), "masked": sum(data.grading.masked.values()),
-            "flags": dict(data.grading.flags), "sampled_groups": data.sampled_groups}
+            "flags": dict(data.grading.flags), "sampled_groups": data.sampled_groups,
+            "unscored": {wg.grader.name: data.grading.errors[wg.grader.name] + data.grading.masked[wg.grader.name]
+                         for wg in run.graders},
+            "truncated": int(truncated(data.rollouts.completion_ids, data.rollouts.completion_mask,
+                                       run.config.train.max_completion_length, stop_token_ids(run.tokenizer)).sum())}
 
 
 def rollout_backend(run: Run) -> RolloutBackend:
@@ -92,15 +100,21 @@ def validate(run: Run, record: dict) -> dict[str, float]:
     record.update({f"val/{k}": v for k, v in metrics.items()})
     record["time/validate"] = round(time.perf_counter() - started, 3)
     run.state.last_validation = metrics
+    if run.collective.is_main:
+        tqdm.write(validation_line(record, run.config.train.steps))
     return metrics
 
 
 def check_overfitting(run: Run, val: dict[str, float], train_reward: float) -> None:
+    """Keep the validation history (resumable); the overfitting alarm reads it (rftkit.logging.alarms)."""
     run.state.history.append({"step": run.state.step, "val_accuracy": val["accuracy"], "train_reward": train_reward})
-    warning = overfitting_warning(run.state.history, run.config.eval.overfit_patience)
-    if warning and run.collective.is_main:
-        log.warning(warning)
-        tqdm.write(f"WARNING: {warning}")
+
+
+def alarm_monitor(run: Run) -> AlarmMonitor:
+    """The run's alarms; a resumed run keeps its validation history (the step windows restart)."""
+    history = [{"step": h["step"], "val/accuracy": h["val_accuracy"], "reward/mean": h["train_reward"]}
+               for h in run.state.history]
+    return AlarmMonitor(AlarmSettings.of(run.config), run.collective.is_main, history)
 
 
 def set_learning_rate(run: Run) -> None:
@@ -164,6 +178,7 @@ def train(config: RFTConfig, run_dir: str | Path, resume: bool = False, progress
     try:
         return _train(run, progress)
     finally:
+        run.metrics.close()  # trackers finish their runs
         if run.pipeline is not None:
             run.pipeline.close()
         close_collective(run.collective)
@@ -180,7 +195,7 @@ def _train(run: Run, progress: bool) -> dict:
     bar = tqdm(total=cfg.train.steps, initial=state.step, disable=not progress or not run.collective.is_main,
                desc="rft train", unit="step")
     spent = 0.0  # training seconds this session (generate + grade + update), for train.max_seconds
-    done = state.step >= cfg.train.steps
+    done, alarms, stopped_by = state.step >= cfg.train.steps, alarm_monitor(run), None
     while not done:
         data = collect_step(run)
         t2 = time.perf_counter()
@@ -201,10 +216,15 @@ def _train(run: Run, progress: bool) -> dict:
         done = state.step >= cfg.train.steps or (cfg.train.max_seconds is not None and spent >= cfg.train.max_seconds)
         done = bool(run.collective.sum(torch.tensor([float(done)])).item())  # the ranks stop together
         record = step_metrics(run, data, stats, targets.metrics, times)
-        if state.step % cfg.eval.eval_every == 0 or done:
+        validated = state.step % cfg.eval.eval_every == 0 or done
+        if validated:
             val = validate(run, record)
             check_overfitting(run, val, record["reward/mean"])
             maybe_keep_best(run, val)
+        stopped_by = alarms.observe(record)  # a warning and alarm/<name> per alarm; one in alarms.stop_on stops
+        if stopped_by is not None and not validated:  # the summary's "after" is the stopping step's
+            maybe_keep_best(run, validate(run, record))
+        done = done or stopped_by is not None
         state.elapsed_seconds = time.perf_counter() - session_start
         run.metrics.write(record)
         for sample in sample_records(state.step, data.rollouts.completions, data.graded, data.rollouts.examples,
@@ -215,10 +235,10 @@ def _train(run: Run, progress: bool) -> dict:
         bar.set_postfix(reward=f"{record['reward/mean']:.3f}", val_acc=f"{state.last_validation['accuracy']:.3f}")
         bar.update(1)
     bar.close()
-    return write_summary(run)
+    return write_summary(run, stopped_by)
 
 
-def write_summary(run: Run) -> dict:
+def write_summary(run: Run, stopped_by: Alarm | None = None) -> dict:
     summary = {"before": run.state.before, "after": run.state.last_validation, "steps": run.state.step,
                "wall_seconds": round(run.state.elapsed_seconds, 1), "validation_size": len(run.val_examples),
                "train_size": len(run.train_examples), "seed": run.config.train.seed,
@@ -227,6 +247,8 @@ def write_summary(run: Run) -> dict:
     summary["best_checkpoint"] = str(chosen) if chosen else None
     if run.state.best:
         summary["best"] = run.state.best
+    if stopped_by is not None:
+        summary["stopped_by"] = {"alarm": stopped_by.name, "step": stopped_by.step, "message": stopped_by.message}
     test = test_metrics(run)
     if test is not None:
         summary |= {"test": test, "test_size": len(run.test_examples)}

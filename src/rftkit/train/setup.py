@@ -22,6 +22,7 @@ from rftkit.data import DataError, Example
 from rftkit.eval.validate import EvalSettings
 from rftkit.graders import WeightedGrader, build_graders
 from rftkit.logging.sinks import JsonlSink, NullSink
+from rftkit.logging.trackers import RUN_FILES as TRACKER_FILES, MetricSink, with_trackers
 from rftkit.models.kernels.fused_forward import FusedForward
 from rftkit.models.loading import enable_gradient_checkpointing, encode_prompts, load_tokenizer, resolve_device
 from rftkit.rollout import RolloutBackend
@@ -53,7 +54,7 @@ class Run:
     val_examples: list[Example]
     generator: torch.Generator  # the rollout sampling stream, on the model's device
     state: TrainerState
-    metrics: JsonlSink | NullSink
+    metrics: MetricSink  # metrics.jsonl and report_to's trackers (rank 0), or a NullSink
     samples: JsonlSink | NullSink
     algorithm: AlgorithmSpec
     eval_settings: EvalSettings
@@ -85,7 +86,8 @@ def _check_kernels(config: RFTConfig, policy) -> None:
         raise ConfigError(f"train.fused_forward: 'on' but {why}; use 'auto' or 'off'")
 
 
-RUN_STATE = ("metrics.jsonl", "samples.jsonl", "summary.json", "config.yaml", "sft_warmup.json", "checkpoints")
+RUN_STATE = ("metrics.jsonl", "samples.jsonl", "summary.json", "config.yaml", "sft_warmup.json", "checkpoints",
+             *TRACKER_FILES)
 
 
 def _clear_or_refuse(run_dir: Path, overwrite: bool) -> None:
@@ -149,7 +151,8 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool, overwrite: bool = Fals
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(config, run_dir / "config.yaml")
         truncate = state.step if checkpoint is not None else -1  # a fresh run starts empty files
-        metrics = JsonlSink(run_dir / "metrics.jsonl", truncate)
+        metrics = with_trackers(JsonlSink(run_dir / "metrics.jsonl", truncate), config, run_dir,
+                                state.step if checkpoint is not None else None)  # + report_to's trackers
         samples = JsonlSink(run_dir / "samples.jsonl", truncate)
     learner = Learner(policy, optimizer, params, value_head, config.train.gradient_checkpointing,
                       trainable.value_adapter)
