@@ -15,7 +15,7 @@ from typing import Any, Callable
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22"]
 DASHES = ["", "6 3", "2 2", "8 3 2 3"]  # run 0 solid, run 1 dashed, ...
-WIDTH, HEIGHT = 470, 270
+WIDTH, HEIGHT = 430, 260
 LEFT, RIGHT, TOP, BOTTOM = 66, 14, 28, 46
 UNSMOOTHED = ("val/", "alarm/", "lr")  # validation points, on/off flags and the schedule are drawn as logged
 
@@ -116,7 +116,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> l
     """Round tick values (1, 2, 2.5, 5 x 10^k apart) covering [lo, hi]; the first and last enclose the data."""
     if hi - lo < 1e-12:
         pad = abs(lo) * 0.1 or 0.5
-        lo, hi = lo - pad, hi + pad
+        lo, hi = (max(0.0, lo - pad) if lo >= 0 else lo - pad), hi + pad  # a share or a count stays >= 0
     raw = (hi - lo) / max(count - 1, 1)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
@@ -133,7 +133,7 @@ def tick_label(value: float, ticks: list[float]) -> str:
         return "0"
     if abs(value) >= 1e5 or step < 1e-3:
         return f"{value:.2g}" if step >= abs(value) / 10 else f"{value:.3g}"
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    decimals = next(d for d in range(7) if abs(round(step, d) - step) < 1e-9 * step or d == 6)  # 0.25: 2
     return f"{value:.{decimals}f}"
 
 
