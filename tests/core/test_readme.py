@@ -29,3 +29,19 @@ def test_the_config_reference_is_printed_once():
     outside = text.replace(reference, "")
     stale = re.findall(r"^\| `(?:model|lora|data|grpo|train|eval|rollout|ppo|dapo|sft)\.[\w.]+` \| `", outside, re.M)
     assert not stale, f"config-key rows outside the generated reference (a stale copy?): {stale[:5]}"
+
+
+def test_the_quick_start_shows_the_example_files_as_they_are():
+    text = README.read_text(encoding="utf-8")
+    folder = README.parent / "examples" / "quickstart"
+    assert (folder / "quickstart.yaml").read_text().rstrip("\n") in text
+    function = (folder / "rewards.py").read_text().split('"""\n', 2)[-1].strip()  # the function, without the docstring
+    assert function in text
+
+
+def test_the_quick_start_config_trains(tmp_path):
+    from rftkit.cli import main
+
+    config = README.parent / "examples" / "quickstart" / "quickstart.yaml"
+    assert main(["train", str(config), "--set", "train.steps=1", "--set", "eval.eval_every=1",
+                 "--set", "data.val_size=4", "--output", str(tmp_path / "run")]) == 0
