@@ -5,15 +5,17 @@
 Both ways run in the same process, one after the other, on the same machine. The naive ways run as
 many at a time as there are cores; the pool runs with each `--workers` count (default: the
 config's default, one per core), as many executions at a time as it has workers. "pool" is the
-full sandbox (namespaces, rlimits, seccomp, nonce channel, host-side comparison); "naive" is `subprocess.run([python, -c, code])` with no isolation at all; "naive_harness" is a fresh
-interpreter running the same harness as the pool (still without isolation). "fork_floor" is the ceiling
-of any design that runs each execution in a fresh process: one process per core, each with the zygote's
-modules loaded, forking children that only write a fixed verdict to a pipe and exit (no isolation, no
-harness, no request or result passing); "fork_harness_floor" is the same with the children running the
-pool's harness on the test (still no isolation and no request or result passing). "harness_in_process"
-runs the same harness in a loop with no fork at all: the gap between it and fork_harness_floor is what
-running it in a fresh process costs (benchmarks/sandbox_faults.py counts the page faults behind it).
-Prints a table and writes benchmarks/results/sandbox.json.
+full sandbox (`--isolation`: full by default, or restricted; rlimits, seccomp, the driver and candidate
+processes, HMAC channel, host-side comparison); "naive" is `subprocess.run([python, -c, code])` with no
+isolation at all; "naive_harness" is a fresh interpreter running the same two harness halves in one
+process (still without isolation). "fork_floor" is the ceiling of any design that runs each execution
+in a fresh process: one process per core, each with the zygote's modules loaded, forking children that
+only write a fixed verdict to a pipe and exit (no isolation, no harness, no request or result passing);
+"fork_harness_floor" is the same with each child forking the candidate's process and driving the test
+through the proxy as the pool does (still no isolation and no request or result passing).
+"harness_in_process" runs both halves in a loop in one process with no fork at all: the gap between it
+and fork_harness_floor is what running them in fresh processes costs (benchmarks/sandbox_faults.py
+counts the page faults behind it). Prints a table and writes benchmarks/results/sandbox.json.
 """
 
 from __future__ import annotations
@@ -32,11 +34,32 @@ from pathlib import Path
 from rftkit.sandbox import Job, SandboxConfig, SandboxPool
 
 CODE = "def add(a, b):\n    return a + b\n"
-PAYLOAD = {"code": CODE, "entry_point": "add", "noop": False,
-           "tests": [{"id": 0, "kind": "call", "args": ["list", [["int", "1"], ["int", "2"]]]}]}
+PAYLOAD = {"code": CODE, "entry_point": "add"}
+SECRET = {"noop": False, "tests": [{"id": 0, "kind": "call", "args": ["list", [["int", "1"], ["int", "2"]]]}]}
 NAIVE = CODE + "assert add(1, 2) == 3\n"
-# the same harness and host-side check as the pool, in a fresh interpreter, still without isolation
-NAIVE_HARNESS = f"from rftkit.sandbox.harness import Channel, run_tests\nrun_tests({PAYLOAD!r}, Channel(1, 'n'))\n"
+# Both halves of the pool's harness in one process: the candidate's answers queued for the driver.
+IN_PROCESS = f"""
+import rftkit.sandbox.proxy as proxy
+from rftkit.sandbox.harness import load_entry_point
+from rftkit.sandbox.protocol import Channel
+class Loopback:
+    def __init__(self):
+        self.inbox = []
+    def send(self, **message):
+        if "call" in message:
+            self.inbox.append(proxy._answer(self.namespace, message))
+        else:
+            self.inbox.append(message)
+    def recv(self):
+        return self.inbox.pop(0) if self.inbox else None
+def run_both(fd):
+    conn = Loopback()
+    conn.namespace = load_entry_point({PAYLOAD!r}, conn)[0]
+    conn.send(names=["add"])
+    proxy.drive({PAYLOAD!r}, {SECRET!r}, conn, Channel(fd, b"k" * 32), lambda: ("exited", True))
+"""
+# the same harness as the pool, in a fresh interpreter, still without isolation
+NAIVE_HARNESS = IN_PROCESS + "run_both(1)\n"
 
 
 # One looping process per core: fork a child that writes a verdict and exits; prints forks per second.
@@ -57,20 +80,32 @@ print(time.perf_counter() - start)
 # The same loop, but the child runs the pool's harness on the benchmark's test (compile, define, call,
 # encode, report through the channel) before it exits: any design that runs the harness in a fresh
 # process per execution, with no isolation and no request or result passing, is bounded by this.
-FORK_HARNESS_FLOOR = FORK_FLOOR.replace(
-    "os.write(w, b'{\"done\": true}')",
-    f"rftkit.sandbox.harness.run_tests({PAYLOAD!r}, rftkit.sandbox.harness.Channel(w, 'n'))").replace(
+FORK_HARNESS_FLOOR = FORK_FLOOR.replace("import gc, os, sys, time", "import gc, os, socket, sys, time\n" + f"""
+import rftkit.sandbox.proxy as proxy
+from rftkit.sandbox.protocol import Channel
+def run_split(w):
+    d, c = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        d.close()
+        proxy.serve({PAYLOAD!r}, proxy.Connection(c.fileno()))
+        os._exit(0)
+    c.close()
+    proxy.drive({PAYLOAD!r}, {SECRET!r}, proxy.Connection(d.fileno()), Channel(w, b"k" * 32),
+                lambda: ("exited", os.waitpid(pid, 0) and True))
+""").replace("os.write(w, b'{\"done\": true}')", "run_split(w)").replace(
     "os.read(r, 64)", "b''.join(iter(lambda: os.read(r, 4096), b''))")
 
 # The harness alone, in one process with no fork at all: its own CPU cost, without the copy-on-write
 # page faults a forked child pays for every page of the zygote it writes (reference counts included).
-HARNESS_IN_PROCESS = f"""
+HARNESS_IN_PROCESS = """
 import gc, os, sys, time
-import rftkit.sandbox.zygote, rftkit.sandbox.harness as harness
+import rftkit.sandbox.zygote
+""" + IN_PROCESS + """
 gc.collect(); gc.freeze()
 n = int(sys.argv[1]); r, w = os.pipe(); start = time.perf_counter()
 for _ in range(n):
-    harness.run_tests({PAYLOAD!r}, harness.Channel(w, 'n'))
+    run_both(w)
     os.read(r, 1 << 16)
 print(time.perf_counter() - start)
 """
@@ -117,10 +152,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=400)
     parser.add_argument("--naive-runs", type=int, default=60)
     parser.add_argument("--workers", type=int, nargs="+", help="pool sizes to measure (default: the config's)")
+    parser.add_argument("--isolation", default="full", choices=["full", "restricted"], help="the pool's mode")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sandbox.json"))
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    job = Job("rftkit.sandbox.harness:run_tests", PAYLOAD, 5.0)
+    job = Job("rftkit.sandbox.proxy:run_tests", PAYLOAD, 5.0, secret=SECRET)
 
     def naive() -> bool:
         return subprocess.run([sys.executable, "-c", NAIVE], capture_output=True, timeout=30).returncode == 0
@@ -131,7 +167,7 @@ def main() -> None:
 
     rows, isolation = {}, None
     for workers in args.workers or [SandboxConfig().workers]:
-        pool = SandboxPool(SandboxConfig(workers=workers))
+        pool = SandboxPool(SandboxConfig(workers=workers, isolation=args.isolation))
         isolation = pool.isolation.summary()
 
         def pooled() -> bool:

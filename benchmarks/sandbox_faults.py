@@ -35,7 +35,7 @@ def _faults() -> int:
 def _stages(fd: int) -> list[tuple[str, int]]:
     """The harness's work for one `call` test, split where its cost changes hands."""
     marks = [("fork and child start-up", _faults())]
-    channel = harness.Channel(fd, "nonce")
+    channel = harness.Channel(fd, b"k" * 32)
     marks.append(("channel object", _faults()))
     channel.send(compiled=True)
     marks.append(("first JSON record", _faults()))
