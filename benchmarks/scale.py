@@ -126,8 +126,9 @@ def main() -> None:
 
     cores = len(os.sched_getaffinity(0))
     ray.init(num_cpus=cores, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    started = time.perf_counter()
+    started, load = time.perf_counter(), {"start": os.getloadavg()[0]}
     rollout = rollout_throughput(args.rounds)
+    load["after_rollout"] = os.getloadavg()[0]
     print(f"rollout tokens/s: 1 worker {rollout['median']['1']}, 2 workers {rollout['median']['2']} "
           f"({rollout['ratio']}x)", flush=True)
     runs = []
@@ -137,6 +138,7 @@ def main() -> None:
                 runs.append(train_run(k, args.steps, seed, Path(tmp)))
                 print(json.dumps(runs[-1]), flush=True)
     ray.shutdown()
+    load["end"] = os.getloadavg()[0]
     by_k = {k: [r for r in runs if r["k"] == k] for k in (0, 1)}
     steps_per_s = {name: round(1 / statistics.median([r["median_step_s"] for r in by_k[k]]), 3)
                    for name, k in (("sync", 0), ("async", 1))}
@@ -157,7 +159,9 @@ def main() -> None:
               "setup": {"steps": args.steps, "repeats": args.repeats, "rounds": args.rounds, "cores": cores,
                         "threads": "1 per worker, 1 for the learner", "workers_for_steps": 1,
                         "ray": ray.__version__, "python": platform.python_version(), "commit": commit,
-                        "date": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - started, 1)}}
+                        "date": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - started, 1),
+                        # 1-minute load averages: above ~2 on 2 cores, other processes shared the machine
+                        "load_average": {k: round(v, 2) for k, v in load.items()}}}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n| measurement | sync / 1 worker | async / 2 workers | ratio | goal |\n|---|---:|---:|---:|---:|\n"
           f"| rollout tokens/s (1 vs 2 workers) | {rollout['median']['1']} | {rollout['median']['2']} | "
