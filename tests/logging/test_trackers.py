@@ -154,3 +154,18 @@ def test_flat_config_has_every_key_as_text(tmp_path):
     flat = flat_config(parse_config(tiny_config_dict(tmp_path)))
     assert flat["train.learning_rate"] == "0.005" and flat["model.name"] == "embedded"
     assert flat["lora.target_modules"] == "all-linear" and flat["report_to"] == "[]"
+
+
+def test_the_readme_examples_of_tracking_and_alarms_validate(tmp_path):
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n## Tracking and alarms")
+    section = text[start:text.index("\n## ", start + 1)]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 2
+    for block in blocks:
+        parse_config(tiny_config_dict(tmp_path) | yaml.safe_load(block))

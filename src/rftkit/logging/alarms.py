@@ -61,13 +61,25 @@ class Alarm:
     message: str
 
 
-def _steps(records: list[Record], key: str) -> list[Record]:
-    """The training-step records that logged `key` (step 0 is the validation before training)."""
-    return [r for r in records if isinstance(r.get(key), (int, float))]
+def _last(records: list[Record], has: Callable[[Record], bool], n: int, within: int | None = None) -> list[Record]:
+    """The last `n` records for which `has` holds, oldest first, among the last `within` records (all when
+    None): a check costs the length of its window, not of the run (the report replays a whole run)."""
+    out = []
+    for record in reversed(records if within is None else records[-within:]):
+        if has(record):
+            out.append(record)
+            if n is not None and len(out) == n:
+                break
+    return out[::-1]
+
+
+def _steps(records: list[Record], key: str, n: int) -> list[Record]:
+    """The last `n` training-step records that logged `key` (step 0 is the validation before training)."""
+    return _last(records, lambda r: isinstance(r.get(key), (int, float)), n, within=n + 1)  # one record a step
 
 
 def truncation(records: list[Record], threshold: float, window: int) -> str | None:
-    steps = _steps(records, TRUNCATED)
+    steps = _steps(records, TRUNCATED, window)
     if not steps or steps[-1] is not records[-1]:
         return None
     if steps[-1]["step"] == 1 and steps[-1][TRUNCATED] > threshold:
@@ -75,7 +87,7 @@ def truncation(records: list[Record], threshold: float, window: int) -> str | No
                 f"without ending (threshold {threshold:.0%}): they are cut off before the answer, so the graders "
                 "score text the model never finished; raise train.max_completion_length or shorten the task's "
                 "expected answer")
-    recent = steps[-window:]
+    recent = steps
     share = sum(r[TRUNCATED] for r in recent) / len(recent)
     if len(recent) == window and share > threshold:
         return (f"{share:.0%} of completions hit train.max_completion_length without ending over steps "
@@ -85,7 +97,7 @@ def truncation(records: list[Record], threshold: float, window: int) -> str | No
 
 
 def no_signal(records: list[Record], steps: int) -> str | None:
-    recent = _steps(records, TIED)[-steps:]
+    recent = _steps(records, TIED, steps)
     if len(recent) < steps or recent[-1] is not records[-1] or any(r[TIED] < 1.0 for r in recent):
         return None
     return (f"every group's rewards tied for {steps} steps in a row (steps {recent[0]['step']}-{recent[-1]['step']}): "
@@ -99,7 +111,7 @@ def _unscored_graders(record: Record) -> list[str]:
 
 
 def grader_down(records: list[Record], steps: int) -> str | None:
-    recent = [r for r in records if any(k.endswith(UNSCORED_SUFFIX) for k in r)][-steps:]
+    recent = _last(records, lambda r: any(k.endswith(UNSCORED_SUFFIX) for k in r), steps, within=steps + 1)
     if len(recent) < steps or recent[-1] is not records[-1]:
         return None
     down = set(_unscored_graders(recent[0]))
@@ -115,8 +127,9 @@ def grader_down(records: list[Record], steps: int) -> str | None:
 def overfitting(records: list[Record], patience: int) -> str | None:
     if "val/accuracy" not in records[-1] or "reward/mean" not in records[-1]:
         return None
+    points = _last(records, lambda r: "val/accuracy" in r and "reward/mean" in r, patience)
     history = [{"step": r["step"], "val_accuracy": r["val/accuracy"], "train_reward": r["reward/mean"]}
-               for r in records if "val/accuracy" in r and "reward/mean" in r]
+               for r in points]
     return overfitting_warning(history, patience)
 
 
@@ -138,8 +151,7 @@ def active_alarms(records: list[Record], settings: AlarmSettings) -> list[Alarm]
 
 
 def alarm_history(records: Iterable[Record], settings: AlarmSettings) -> dict[str, list[Alarm]]:
-    """Every record at which each alarm held, replaying the run step by step (the report's banners).
-    Quadratic in the number of records only through the overfitting check's scan of validations."""
+    """Every record at which each alarm held, replaying the run step by step (the report's banners)."""
     seen: list[Record] = []
     out: dict[str, list[Alarm]] = {}
     for record in records:

@@ -5,6 +5,11 @@
   "use strict";
   var samples = JSON.parse(document.getElementById("samples-data").textContent);
   var runNames = JSON.parse(document.getElementById("runs-data").textContent);
+  samples.forEach(function (s) {  // what the text filter searches: every turn and every reason
+    s.search = s.turns.map(function (t) { return t.content; }).concat(s.grades.map(function (g) {
+      return g.reason;
+    })).join(" ").toLowerCase();
+  });
   var PAGE = 50;
   var shown = PAGE;
   var el = function (id) { return document.getElementById(id); };

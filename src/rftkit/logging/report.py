@@ -172,8 +172,7 @@ def browser_samples(runs: list[RunFiles]) -> list[dict[str, Any]]:
             reward = s.get("reward")
             out.append({"run": index, "step": s.get("step", 0), "example_id": s.get("example_id"),
                         "reward": reward if isinstance(reward, (int, float)) else None,
-                        "verdict": _verdict(s, run.config), "flags": flags, "grades": grades, "turns": turns,
-                        "search": " ".join([t["content"] for t in turns] + [g["reason"] for g in grades]).lower()})
+                        "verdict": _verdict(s, run.config), "flags": flags, "grades": grades, "turns": turns})
     return out
 
 
