@@ -122,8 +122,11 @@ def test_no_signal_alarm_stops_a_run_whose_groups_all_tie(tmp_path, capsys):
     config_path = tmp_path / "tied.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     assert main(["train", str(config_path), "--output", str(tmp_path / "run")]) == 3  # stopped by an alarm
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "stopped at step 2 by the no_signal alarm" in err
+    lines = [line for line in out.splitlines() if "validation: accuracy" in line]
+    assert [line.split()[1] for line in lines] == ["0/6", "2/6"]  # one console line per validation
+    assert "sampled" in lines[1] and "greedy" in lines[1] and "(train reward 0.500)" in lines[1]
     rows = _metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["alarm/no_signal"] == 1.0
     assert "val/accuracy" in rows[-1]  # the stopping step was validated: the summary's "after" is current

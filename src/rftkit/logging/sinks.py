@@ -66,8 +66,8 @@ class NullSink:
 
 def validation_line(record: dict[str, Any], total_steps: int) -> str:
     """The console's line for one validation: step, held-out accuracy sampled and greedy, rewards."""
-    line = (f"step {record['step']}/{total_steps}  held-out accuracy {record['val/accuracy']:.3f} sampled, "
-            f"{record['val/accuracy_greedy']:.3f} greedy  reward {record['val/mean_reward']:.3f}")
+    line = (f"step {record['step']}/{total_steps}  validation: accuracy {record['val/accuracy']:.3f} sampled, "
+            f"{record['val/accuracy_greedy']:.3f} greedy, reward {record['val/mean_reward']:.3f}")
     if "reward/mean" in record:
         line += f"  (train reward {record['reward/mean']:.3f})"
     return line
