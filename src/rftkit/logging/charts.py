@@ -65,6 +65,7 @@ PANELS = [
     Panel("alarms holding", "1 = holding", _prefix("alarm/")),
     Panel("staleness of sampled batches (Ray pipeline)", "optimizer steps behind",
           _keys("pipeline/staleness_mean", "pipeline/staleness_max")),
+    Panel("seconds per validation", "seconds", _keys("time/validate")),
     Panel("seconds per step, by stage", "seconds", _prefix("time/")),
 ]
 
@@ -137,8 +138,9 @@ def tick_label(value: float, ticks: list[float]) -> str:
     return f"{value:.{decimals}f}"
 
 
-def svg_chart(title: str, unit: str, lines: dict[tuple[int, str], Series], run_names: list[str]) -> str:
-    """One chart: `lines` maps (run index, key) to its (steps, values)."""
+def svg_chart(title: str, unit: str, lines: dict[tuple[int, str], Series], run_names: list[str],
+              note: str = "") -> str:
+    """One chart: `lines` maps (run index, key) to its (steps, values); `note` heads the legend."""
     xs = [x for steps, _ in lines.values() for x in steps]
     ys = [y for _, values in lines.values() for y in values]
     xt = nice_ticks(min(xs), max(xs), 6, integer=True)
@@ -183,7 +185,8 @@ def svg_chart(title: str, unit: str, lines: dict[tuple[int, str], Series], run_n
                       f'stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/></svg>{e(name)} '
                       f'<span class="last">(last {values[-1]:.4g})</span></span>')
     parts.append("</svg>")
-    return f'<figure class="panel">{"".join(parts)}<figcaption>{"".join(legend)}</figcaption></figure>'
+    note = f'<span class="note">{e(note)}</span>' if note else ""
+    return f'<figure class="panel">{"".join(parts)}<figcaption>{note}{"".join(legend)}</figcaption></figure>'
 
 
 def charts(runs: list[list[dict[str, Any]]], run_names: list[str]) -> list[str]:
@@ -203,7 +206,7 @@ def charts(runs: list[list[dict[str, Any]]], run_names: list[str]) -> list[str]:
                     ys, smoothed = smooth(ys, windows[run]), True
                 lines[(run, key)] = (xs, ys)
         if lines:
-            note = f" ({windows[0]}-step mean)" if smoothed and len(runs) == 1 else (
-                " (trailing mean)" if smoothed else "")
-            out.append(svg_chart(panel.title + note, panel.unit, lines, run_names))
+            note = (f"{windows[0]}-step trailing mean" if len(runs) == 1 else "trailing mean over 1/50 of each run"
+                    ) if smoothed else ""
+            out.append(svg_chart(panel.title, panel.unit, lines, run_names, note))
     return out

@@ -224,7 +224,7 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1500px;co
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
 .banner{background:#fff3cd;border:1px solid #e0a800;border-left:6px solid #d9534f;padding:8px 12px;margin:6px 0}
 .panels{display:flex;flex-wrap:wrap}.panel{margin:4px;border:1px solid #eee;padding:2px}
-figcaption{font-size:11px;max-width:430px}.key{margin-right:10px;white-space:nowrap}.last{color:#777}
+figcaption{font-size:11px;max-width:430px}.key{margin-right:10px;white-space:nowrap}.note{display:block;color:#777;font-style:italic}.last{color:#777}
 svg.chart .title{font-size:13px;font-weight:600}svg.chart .tick{font-size:10px;fill:#444}
 svg.chart .axis{font-size:11px;fill:#333}svg.chart .grid{stroke:#eee}svg.chart .frame{fill:none;stroke:#999}
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:4px 8px;font-size:12px;vertical-align:top}
