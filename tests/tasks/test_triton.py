@@ -13,7 +13,8 @@ from rftkit.graders.base import GRADER_TYPES
 from rftkit.tasks import triton as task
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None or importlib.util.find_spec("torch") is None,
-                                reason="the Triton task needs the 'triton' and 'torch' packages: pip install -e .[triton]")
+                                reason="the Triton task needs the 'triton' and 'torch' packages: "
+                                       "pip install -e .[triton]")
 
 HEADER = "import torch\nimport triton\nimport triton.language as tl\n\n"
 RELU = HEADER + '''@triton.jit

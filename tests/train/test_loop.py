@@ -135,7 +135,8 @@ def test_trl_reward_functions_get_the_sampled_token_ids_and_the_step(tmp_path):
     (tmp_path / "ids_reward.py").write_text(
         "SEEN = []\n"
         "def reward(prompts, completions, completion_ids, trainer_state, **kwargs):\n"
-        "    SEEN.append((trainer_state.global_step, [len(ids) for ids in completion_ids], [str(p) for p in prompts]))\n"
+        "    SEEN.append((trainer_state.global_step, [len(ids) for ids in completion_ids],\n"
+        "                 [str(p) for p in prompts]))\n"
         "    return [1.0 if ids else 0.0 for ids in completion_ids]\n")
     raw = tiny_config_dict(tmp_path)
     raw["graders"].append({"name": "ids", "type": "function", "function": f"{tmp_path / 'ids_reward.py'}:reward"})
