@@ -50,6 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rftkit.config import SAFE_ON_RESUME, changed_on_resume, load_config
     from rftkit.train.loop import train
 
+    if args.seeds:
+        return _train_seeds(args)
     if args.nproc > 1:
         return _torchrun(args)
 
@@ -91,6 +93,41 @@ def cmd_train(args: argparse.Namespace) -> int:
         stop = summary["stopped_by"]
         print(f"stopped at step {stop['step']} by the {stop['alarm']} alarm: {stop['message']}", file=sys.stderr)
         return 3
+    return 0
+
+
+def _train_seeds(args: argparse.Namespace) -> int:
+    """`rft train CONFIG --seeds 0 1 2`: one run directory per seed and seeds.json (rftkit.tools.seeds)."""
+    from rftkit.config import load_config
+    from rftkit.tools.seeds import print_seeds, train_seeds
+    from rftkit.train.loop import train
+
+    if args.resume or args.nproc > 1:
+        raise ConfigError("rft train --seeds: not with --resume or --nproc; resume one seed with `rft train --resume "
+                          "OUTPUT/seed-N`, then run the --seeds command again (finished seeds are read back)")
+    if not args.config:
+        raise ConfigError("rft train --seeds: give a CONFIG.yaml")
+    config = load_config(args.config, args.overrides)
+    output = Path(args.output or config.output_dir)
+    result = train_seeds(config, args.seeds, output, args.overwrite,
+                         lambda seeded, run_dir, overwrite: train(seeded, run_dir, overwrite=overwrite))
+    print_seeds(result, output)
+    return 0
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    from rftkit.config import load_config
+    from rftkit.tools.screen import print_screen, run_screen
+
+    config = load_config(args.config, args.overrides)
+    print_screen(run_screen(config, args.k, args.adapter, args.output, args.keep))
+    return 0
+
+
+def cmd_regrade(args: argparse.Namespace) -> int:
+    from rftkit.tools.regrade import run_regrade
+
+    run_regrade(args.run_dir, args.config, args.overrides, args.show, args.output)
     return 0
 
 
@@ -168,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "is never overwritten")
     train.add_argument("--nproc", type=int, default=1, metavar="N", help="learner processes on this machine "
                        "(torchrun --standalone --nproc_per_node N; gloo on CPU, nccl on CUDA)")
+    train.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="train once per train.seed, each in "
+                       "OUTPUT/seed-N, and write mean and spread to OUTPUT/seeds.json (README: Small-data tools)")
     _add_overrides(train)
     train.set_defaults(func=cmd_train)
 
@@ -178,6 +217,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="write one JSONL line per example: prompt, completions, grades")
     _add_overrides(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    screen = verbs.add_parser("screen", help="pass@k of every training prompt: always solved, never solved, "
+                              "informative; writes screen.json for data.screen and the kept rows")
+    screen.add_argument("config")
+    screen.add_argument("--k", type=int, default=16, help="samples per prompt (default: 16)")
+    screen.add_argument("--adapter", help="a checkpoints/step-N directory (default: the base model)")
+    screen.add_argument("--output", help="directory for screen.json and train.jsonl (default: OUTPUT_DIR/screen)")
+    screen.add_argument("--keep", nargs="+", default=["informative"],
+                        choices=["informative", "never_solved", "always_solved"],
+                        help="categories train.jsonl keeps (default: informative)")
+    _add_overrides(screen)
+    screen.set_defaults(func=cmd_screen)
+
+    regrade = verbs.add_parser("regrade", help="re-score a run's stored completions with edited graders: "
+                               "distributions before and after, verdicts that flipped")
+    regrade.add_argument("run_dir", help="a run directory (completions.jsonl with store_completions: true, "
+                         "else samples.jsonl)")
+    regrade.add_argument("--config", help="the edited config whose graders to use (default: the run's own)")
+    regrade.add_argument("--show", type=int, default=10, help="flipped completions to print (default: 10)")
+    regrade.add_argument("--output", help="write one JSONL line per completion: grades before and after")
+    _add_overrides(regrade)
+    regrade.set_defaults(func=cmd_regrade)
 
     grade = verbs.add_parser("grade", help="run the config's graders on completions, to debug rewards")
     add_grade_arguments(grade)

@@ -48,6 +48,18 @@ class LoraConfig(Section):
         "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer but the LM head.")
 
 
+class ScreenConfig(Section):
+    """`data.screen`: train only on the prompts an `rft screen` result marks as worth it. README: Small-data tools."""
+
+    result: str = Field(description="The screen.json that `rft screen` wrote (each training prompt's pass count "
+                        "out of k). Every training prompt must be in it, unchanged; otherwise the run stops and says "
+                        "to screen again.")
+    keep: list[Literal["informative", "never_solved", "always_solved"]] = Field(
+        default_factory=lambda: ["informative"], min_length=1, description="Which prompts to train on: "
+        "'informative' (solved by some but not all of the k samples: the groups GRPO learns from), "
+        "'never_solved', 'always_solved'.")
+
+
 class DataConfig(Section):
     source: str = Field("countdown", description="A built-in task generator ('countdown'), a JSONL file path, "
                         "or 'hf:NAME' for a Hugging Face dataset.")
@@ -69,6 +81,15 @@ class DataConfig(Section):
     max_prompt_length: int = Field(4096, ge=1, description="Longest prompt in tokens (chat template and system "
                                    "prompt included); a longer training or validation prompt stops the run before "
                                    "any step, naming the example, instead of exhausting memory in the sampler.")
+    screen: ScreenConfig | None = Field(None, description="Filter the training prompts by an `rft screen` result "
+                                        "before training (validation and test are never filtered): a path to its "
+                                        "screen.json (keeps the informative prompts) or the `data.screen.` keys "
+                                        "below. null: train on every prompt.")
+
+    @field_validator("screen", mode="before")
+    @classmethod
+    def _screen_path(cls, value: Any) -> Any:
+        return {"result": value} if isinstance(value, str) else value
 
 
 class GraderSpec(BaseModel):
@@ -339,6 +360,10 @@ class RFTConfig(Section):
                                                   "null: everything in this process.")
     save_every: int = Field(100, ge=1, description="Write checkpoints/step-N every N steps (and at the end).")
     samples_per_step: int = Field(4, ge=0, description="Completions per step written to samples.jsonl.")
+    store_completions: bool = Field(False, description="Also write every completion of every step, with its "
+                                    "example's fields, reward and grades, to RUN_DIR/completions.jsonl, so that "
+                                    "`rft regrade` can re-score the whole run (about 1 KB per completion). false: "
+                                    "regrade reads samples.jsonl (samples_per_step completions per step).")
     report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(
         default_factory=list, description="Trackers that receive every metrics record besides metrics.jsonl "
         "(TRL's names; each an extra: `pip install rftkit[tensorboard]`, ...). tensorboard writes RUN_DIR/"
@@ -501,6 +526,10 @@ def _resolve_relative_paths(raw: dict[str, Any], folder: Path) -> None:
         for key in ("source", "val_source"):
             if key in data:
                 data[key] = resolve(data[key])
+        screen = data.get("screen")
+        if isinstance(screen, str) or isinstance(screen, dict) and "result" in screen:
+            data["screen"] = resolve(screen) if isinstance(screen, str) else {**screen,
+                                                                             "result": resolve(screen["result"])}
     for grader in raw.get("graders") or []:
         if isinstance(grader, dict) and "function" in grader:
             grader["function"] = resolve(grader["function"])
@@ -508,7 +537,8 @@ def _resolve_relative_paths(raw: dict[str, Any], folder: Path) -> None:
 
 # Keys a resumed run may change: they decide how long to run and how often to log, not what is trained.
 SAFE_ON_RESUME = frozenset({"train.steps", "train.max_seconds", "train.threads", "eval.eval_every", "eval.batch_size",
-                            "eval.overfit_patience", "save_every", "samples_per_step", "model.device", "output_dir",
+                            "eval.overfit_patience", "save_every", "samples_per_step",
+                            "store_completions", "model.device", "output_dir",
                             "report_to", "tracking.project", "tracking.run_name", "tracking.mlflow_tracking_uri",
                             "tracking.wandb_mode", "alarms.truncation_threshold", "alarms.truncation_window",
                             "alarms.no_signal_steps", "alarms.grader_down_steps", "alarms.stop_on"})

@@ -23,6 +23,7 @@ from rftkit.algorithms.registry import Models, next_kl_coef
 from rftkit.atomic import write_json_atomic
 from rftkit.config import RFTConfig
 from rftkit.eval.validate import evaluate
+from rftkit.logging.completions import completion_records, number_groups
 from rftkit.logging.alarms import Alarm, AlarmMonitor, AlarmSettings, truncated
 from rftkit.logging.sinks import sample_records, validation_line
 from rftkit.models.loading import stop_token_ids
@@ -152,6 +153,15 @@ def collect_step(run: Run) -> StepData:
                    step=run.state.step, max_steps=cfg.train.steps)
 
 
+def store_completions(run: Run, data: StepData) -> None:
+    """The step's completions from every rank, in batch order, into completions.jsonl (rank 0 writes)."""
+    batch = data.rollouts
+    mine = completion_records(run.state.step, batch.examples, batch.completions, data.graded,
+                              batch.completion_lengths.tolist(), batch.group_size, batch.policy_version)
+    for record in number_groups(run.collective.gather(mine), batch.group_size):
+        run.completions.write(record)
+
+
 def save(run: Run) -> None:
     """Rank 0 writes the checkpoint; every rank's RNG states go into it, so each resumes its own stream."""
     capture_rng(run.state, run.generator)
@@ -230,6 +240,8 @@ def _train(run: Run, progress: bool) -> dict:
         for sample in sample_records(state.step, data.rollouts.completions, data.graded, data.rollouts.examples,
                                      cfg.samples_per_step, data.rollouts.group_size):
             run.samples.write(sample)
+        if cfg.store_completions:  # every completion with its example's fields, for `rft regrade`
+            store_completions(run, data)
         if state.step % cfg.save_every == 0 or done:
             save(run)
         bar.set_postfix(reward=f"{record['reward/mean']:.3f}", val_acc=f"{state.last_validation['accuracy']:.3f}")

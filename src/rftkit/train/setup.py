@@ -21,12 +21,14 @@ from rftkit.config import ConfigError, RFTConfig, dump_config
 from rftkit.data import DataError, Example
 from rftkit.eval.validate import EvalSettings
 from rftkit.graders import WeightedGrader, build_graders
+from rftkit.logging.completions import COMPLETIONS_FILE
 from rftkit.logging.sinks import JsonlSink, NullSink
 from rftkit.logging.trackers import RUN_FILES as TRACKER_FILES, MetricSink, with_trackers
 from rftkit.models.kernels.fused_forward import FusedForward
 from rftkit.models.loading import enable_gradient_checkpointing, encode_prompts, load_tokenizer, resolve_device
 from rftkit.rollout import RolloutBackend
 from rftkit.tasks import load_splits
+from rftkit.tools.screen import screened
 from rftkit.train.checkpoint import TrainerState, latest_checkpoint, load_trainer_state, restore_rng
 from rftkit.train.policy import trainable_policy
 from rftkit.train.dist import Collective, init_collective, launched_by_torchrun, local_rank
@@ -63,6 +65,7 @@ class Run:
     pipeline: Any = None  # rftkit.train.pipeline.RayPipeline when `distributed:` asks for Ray workers
     reference: torch.nn.Module | None = None  # lora: null with a KL or DPO term: the frozen base (rftkit.train.policy)
     test_examples: list[Example] = field(default_factory=list)  # data.test_size: scored once at the end
+    completions: JsonlSink | NullSink = field(default_factory=NullSink)  # store_completions: completions.jsonl
 
 
 def _value_head(config: RFTConfig, hidden_size: int, checkpoint: Path | None,
@@ -87,6 +90,7 @@ def _check_kernels(config: RFTConfig, policy) -> None:
 
 
 RUN_STATE = ("metrics.jsonl", "samples.jsonl", "summary.json", "config.yaml", "sft_warmup.json", "checkpoints",
+             COMPLETIONS_FILE,
              *TRACKER_FILES)
 
 
@@ -124,6 +128,8 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool, overwrite: bool = Fals
     set_threads(config.train.threads)
     generator = seed_everything(config.train.seed, device, collective.rank * RANK_SAMPLING_OFFSET)
     train_examples, val_examples, test_examples = load_splits(config.data)
+    if config.data.screen is not None:  # only the prompts an `rft screen` result keeps
+        train_examples = screened(config.data.screen, train_examples)
     tokenizer = load_tokenizer(config.model)
     check_prompt_lengths(tokenizer, train_examples + val_examples + test_examples, config)
     graders = build_graders(config.graders)
@@ -146,7 +152,7 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool, overwrite: bool = Fals
         state = load_trainer_state(checkpoint, optimizer)
         restore_rng(state, generator, collective.rank)
         log.info("resuming from %s (step %d)", checkpoint, state.step)
-    metrics, samples = NullSink(), NullSink()
+    metrics, samples, completions = NullSink(), NullSink(), NullSink()
     if collective.is_main:  # rank 0 alone writes the run directory
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(config, run_dir / "config.yaml")
@@ -154,11 +160,14 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool, overwrite: bool = Fals
         metrics = with_trackers(JsonlSink(run_dir / "metrics.jsonl", truncate), config, run_dir,
                                 state.step if checkpoint is not None else None)  # + report_to's trackers
         samples = JsonlSink(run_dir / "samples.jsonl", truncate)
+        if config.store_completions:
+            completions = JsonlSink(run_dir / COMPLETIONS_FILE, truncate)
     learner = Learner(policy, optimizer, params, value_head, config.train.gradient_checkpointing,
                       trainable.value_adapter)
     run = Run(config, run_dir, device, collective, tokenizer, learner, lora_count, graders, train_examples,
               val_examples, generator, state, metrics, samples, ALGORITHMS[config.algorithm],
-              EvalSettings.of(config), kl_coef, reference=trainable.reference, test_examples=test_examples)
+              EvalSettings.of(config), kl_coef, reference=trainable.reference, test_examples=test_examples,
+              completions=completions)
     if config.distributed is not None:  # Ray is imported only here, when the config asks for it
         if collective.world_size > 1:
             raise ConfigError("distributed: Ray rollout workers and torchrun ranks cannot be combined yet; "
