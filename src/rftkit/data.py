@@ -6,6 +6,10 @@ a reference answer). Everything downstream (rollout, graders, trainer) sees only
 Rows in TRL's dataset formats load as they are: `prompt` is a string (standard format) or a
 list of `{"role", "content"}` messages (conversational format), and every other column
 (`completion`, `solution`, ...) becomes a field.
+
+Code benchmark rows load as they ship too: HumanEval's (`task_id`, `prompt`, `test`, `entry_point`)
+are rows with a string prompt, and MBPP's (`text`, `code`, `test_list`, ...) get the prompt of the
+MBPP paper (the task and its tests); `task_id` is the example's id when the row has no `id`.
 """
 
 from __future__ import annotations
@@ -83,19 +87,33 @@ def _turns(value: Any, key: str, where: str) -> tuple[dict[str, str], ...]:
     return tuple({"role": t["role"], "content": t["content"]} for t in value)
 
 
+def mbpp_prompt(row: dict[str, Any]) -> str | None:
+    """The prompt of an MBPP row without one (`text` + `test_list`), as the MBPP paper (Austin et al.
+    2021) writes it: the tests name the function; None for any other row."""
+    text, tests = row.get("text"), row.get("test_list")
+    if not isinstance(text, str) or not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
+        return None
+    return f"You are an expert Python programmer, and here is your task: {text} Your code should pass these " \
+           "tests:\n\n" + "\n".join(tests)
+
+
 def example_from_row(row: Any, where: str) -> Example:
     """Validate one dataset row. `where` ("data.jsonl:12") goes into every error message.
 
-    `prompt` may be a string or, as in TRL's conversational format, a list of messages."""
+    `prompt` may be a string or, as in TRL's conversational format, a list of messages; an MBPP row
+    (`text`, `test_list`) gets `mbpp_prompt`."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if "prompt" not in row and "messages" not in row and (prompt := mbpp_prompt(row)) is not None:
+        row = {"prompt": prompt, **row}
     has_prompt, has_messages = "prompt" in row, "messages" in row
     if has_prompt == has_messages:
         raise DataError(f"{where}: a row needs exactly one of 'prompt' (a string, or a list of messages as in TRL) "
                         f"or 'messages' (list of turns); found keys {sorted(row)}")
     fields = {k: v for k, v in row.items() if k not in ("prompt", "messages", "id")}
     try:
-        example_id = str(row["id"]) if "id" in row else _stable_id(row)
+        example_id = str(row["id"]) if "id" in row else str(row["task_id"]) if isinstance(row.get("task_id"), (
+            str, int)) and str(row["task_id"]) else _stable_id(row)
     except DataError as exc:
         raise DataError(f"{where}: {exc}") from None
     if has_prompt and isinstance(row["prompt"], list):  # TRL's conversational format

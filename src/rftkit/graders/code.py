@@ -12,7 +12,14 @@ the example's reference solution, so hard-coding the visible outputs earns only 
 
 Example fields: entry_point, tests (visible assert lines), hidden_tests, cases / hidden_cases
 ({"input": [args], "output": value}), and optionally reference + random_inputs (source defining
-`generate(rng) -> list of args`) + num_random.
+`generate(rng) -> list of args`) + num_random. HumanEval rows (prompt, test with `check(candidate)`,
+entry_point) and MBPP rows (test_list, test_setup_code, challenge_test_list) are read as they ship,
+with either completion style (see `code_benchmarks`).
+
+The AST checks are a cheap early reason and a flag for attempts on the grading, not a defence: the
+sandbox is what makes code harmless, so the defaults name only constructs that have no place in a
+solution (ending the process, skipping tests, walking frames, patching builtins, spawning commands),
+and not general tools a solution may use (`eval`, `exec`, threads).
 """
 
 from __future__ import annotations
@@ -27,25 +34,28 @@ from pydantic import Field
 
 from rftkit.data import Example
 from rftkit.graders.base import Grade, GraderParams, register
+from rftkit.graders.bounded import tag_contents
+from rftkit.graders.code_benchmarks import assemble, benchmark_cases, entry_point_of
 from rftkit.sandbox.config import SandboxConfig
 
-_TAG_RE = re.compile(r"<code>(.*?)</code>", re.DOTALL)
 _BLOCK_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
 _SKIP_ERRORS = ("SkipTest", "Skipped", "SystemExit", "KeyboardInterrupt", "GeneratorExit")
 
-DEFAULT_FORBIDDEN_IMPORTS = ["ctypes", "subprocess", "multiprocessing", "threading", "_thread", "concurrent",
-                             "signal", "socket", "inspect", "gc", "atexit", "builtins", "importlib", "unittest",
-                             "pytest", "os.kill", "os.fork", "os._exit", "sys.exit", "sys._getframe"]
+# What a function-writing task has no use for and grading hacks do (see the module docstring):
+# eval, exec, compile, globals, threads and process pools are left to the sandbox.
+DEFAULT_FORBIDDEN_IMPORTS = ["ctypes", "subprocess", "signal", "socket", "atexit", "builtins", "unittest", "pytest",
+                             "os.kill", "os.fork", "os._exit", "sys.exit", "sys._getframe"]
 DEFAULT_FORBIDDEN_CALLS = ["exit", "quit", "sys.exit", "os._exit", "os.kill", "os.killpg", "os.fork", "os.system",
                            "os.popen", "os.execv", "os.execl", "os.execvp", "__import__", "sys._getframe",
-                           "sys.settrace", "sys.setprofile", "eval", "exec", "compile", "globals", "breakpoint"]
+                           "sys.settrace", "sys.setprofile", "inspect.currentframe", "inspect.stack",
+                           "gc.get_objects", "gc.get_referrers", "breakpoint"]
 DEFAULT_FORBIDDEN_ATTRIBUTES = ["__builtins__", "__globals__", "__code__", "__subclasses__", "f_back", "f_locals",
                                 "f_globals", "modules"]
 
 
 def extract_code(completion: str) -> str:
     """<code>...</code> if present, else the last ```python block, else the whole completion."""
-    tagged = _TAG_RE.findall(completion)
+    tagged = tag_contents(completion, "code")  # re.findall(r"<code>(.*?)</code>", DOTALL), in linear time
     if tagged:
         return tagged[-1]
     blocks = _BLOCK_RE.findall(completion)
@@ -72,7 +82,8 @@ def import_aliases(tree: ast.AST) -> dict[str, str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+                top = alias.name.split(".")[0]
+                aliases[alias.asname or top] = alias.name if alias.asname else top
         elif isinstance(node, ast.ImportFrom) and node.module:
             for alias in node.names:
                 aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
@@ -80,11 +91,14 @@ def import_aliases(tree: ast.AST) -> dict[str, str]:
 
 
 def forbidden_constructs(tree: ast.AST, imports: Sequence[str], calls: Sequence[str],
-                         attributes: Sequence[str]) -> list[str]:
-    """Every forbidden import, call or attribute in the tree, described for the grade's reason."""
+                         attributes: Sequence[str], first_line: int = 1) -> list[str]:
+    """Every forbidden import, call or attribute in the tree from `first_line` on (the lines before
+    are the task's prompt), described for the grade's reason."""
     aliases = import_aliases(tree)
     found = []
     for node in ast.walk(tree):
+        if getattr(node, "lineno", first_line) < first_line:
+            continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [f"{node.module}.{a.name}" for a in node.names] + [node.module or ""]
@@ -138,11 +152,12 @@ def split_assert(source: str) -> tuple[dict[str, Any], Any, bool]:
     return {"kind": "assert", "source": source}, None, False
 
 
-def static_tests(example: Example, hidden: bool) -> list[TestCase]:
+def static_tests(example: Example, hidden: bool, entry_point: str) -> list[TestCase]:
     from rftkit.sandbox.values import encode
 
     fields = example.fields
-    tests: list[TestCase] = []
+    tests = [TestCase(name, {"kind": "assert", "source": source})
+             for name, source in benchmark_cases(fields, example.prompt, entry_point, hidden)]
     groups = [("visible", fields.get("tests") or [], fields.get("cases") or [])]
     if hidden:
         groups.append(("hidden", fields.get("hidden_tests") or [], fields.get("hidden_cases") or []))
@@ -254,32 +269,45 @@ class PythonTestsGrader:
         return self.grade_batch([example], [completion])[0]
 
     def grade_batch(self, examples: Sequence[Example], completions: Sequence[str]) -> list[Grade]:
-        suites = self._test_suites(examples)
+        entries = {e.id: self._entry_point(e) for e in examples}
+        suites = self._test_suites(examples, entries)
         codes = [extract_code(c) for c in completions]
-        grades: list[Grade | None] = [self._precheck(code) for code in codes]
+        # a body that continues a HumanEval prompt becomes the whole program here (code_benchmarks)
+        programs = [assemble(code, e.prompt, entries[e.id]) if len(code) <= self.params.max_code_chars
+                    else (code, 1) for code, e in zip(codes, examples)]
+        grades: list[Grade | None] = [self._precheck(code, *program) for code, program in zip(codes, programs)]
         todo = [i for i, g in enumerate(grades) if g is None]
-        jobs = [build_test_job(codes[i], examples[i].fields["entry_point"], suites[examples[i].id], False,
+        jobs = [build_test_job(programs[i][0], entries[examples[i].id], suites[examples[i].id], False,
                                self.params.timeout_s) for i in todo]
         outcomes = {i: judge_run(r, suites[examples[i].id], self.params.float_tolerance)
                     for i, r in zip(todo, self.run(jobs))}
-        noop_flags = self._noop_check(examples, codes, suites, outcomes)
+        noop_flags = self._noop_check(examples, [p for p, _ in programs], entries, suites, outcomes)
         for i, outcome in outcomes.items():
             grades[i] = self._score(outcome, noop_flags.get(i))
         return grades  # type: ignore[return-value]
 
-    def _precheck(self, code: str) -> Grade | None:
+    def _precheck(self, code: str, program: str, first_line: int) -> Grade | None:
+        """The size limit on the model's code; the AST checks on its lines of the program."""
         if len(code) > self.params.max_code_chars:
             return Grade(0.0, f"code is {len(code)} characters; the limit is {self.params.max_code_chars}")
-        tree = parse_or_none(code) if self.params.ast_check else None
+        tree = parse_or_none(program) if self.params.ast_check else None
         if tree is not None:
             found = forbidden_constructs(tree, self.params.forbidden_imports, self.params.forbidden_calls,
-                                         self.params.forbidden_attributes)
+                                         self.params.forbidden_attributes, first_line)
             if found:
                 return Grade(0.0, f"forbidden construct: {', '.join(found[:3])}", {"forbidden": found},
                              flags=("forbidden",))
         return None
 
-    def _test_suites(self, examples: Sequence[Example]) -> dict[str, list[TestCase]]:
+    @staticmethod
+    def _entry_point(example: Example) -> str:
+        entry = entry_point_of(example.fields)
+        if entry is None:
+            raise ValueError(f"example {example.id}: python_tests needs a string field 'entry_point' (MBPP rows: "
+                             "a 'test_list' calling the function)")
+        return entry
+
+    def _test_suites(self, examples: Sequence[Example], entries: dict[str, str]) -> dict[str, list[TestCase]]:
         """Static tests per example, plus random hidden ones drawn by the reference in a separate run."""
         from rftkit.sandbox import Job
         from rftkit.sandbox.values import decode
@@ -289,15 +317,13 @@ class PythonTestsGrader:
         for example in examples:
             if example.id in suites:
                 continue
-            if not isinstance(example.fields.get("entry_point"), str):
-                raise ValueError(f"example {example.id}: python_tests needs a string field 'entry_point'")
-            suites[example.id] = static_tests(example, self.params.hidden_tests)
+            suites[example.id] = static_tests(example, self.params.hidden_tests, entries[example.id])
             if self.params.random_tests and example.fields.get("reference") and example.fields.get("random_inputs"):
                 randomised.append(example)
         seed = secrets.randbelow(2**31)  # new inputs every grading call: memorising outputs does not pay
         jobs = [Job("rftkit.sandbox.harness:run_reference", {
             "reference": e.fields["reference"], "generator": e.fields["random_inputs"], "seed": seed,
-            "entry_point": e.fields["entry_point"], "count": int(e.fields.get("num_random", 5))}, self.params.timeout_s)
+            "entry_point": entries[e.id], "count": int(e.fields.get("num_random", 5))}, self.params.timeout_s)
             for e in randomised]
         for example, result in zip(randomised, self.run(jobs)):
             if not result.done:
@@ -307,15 +333,16 @@ class PythonTestsGrader:
                                             decode(r["value"]), True) for r in result.records if "case" in r]
         for example_id, tests in suites.items():
             if not tests:
-                raise ValueError(f"example {example_id}: no tests (give tests, cases or a reference)")
+                raise ValueError(f"example {example_id}: no tests (give tests, cases, a reference, HumanEval's "
+                                 "test or MBPP's test_list)")
         return suites
 
-    def _noop_check(self, examples, codes, suites, outcomes: dict[int, RunOutcome]) -> dict[int, str]:
+    def _noop_check(self, examples, codes, entries, suites, outcomes: dict[int, RunOutcome]) -> dict[int, str]:
         """The seed's monkey-patching: does the suite still pass with the function replaced by a no-op?"""
         if not self.params.noop_check:
             return {}
         suspects = [i for i, o in outcomes.items() if any(o.passed) and not o.flags]
-        jobs = [build_test_job(codes[i], examples[i].fields["entry_point"], suites[examples[i].id], True,
+        jobs = [build_test_job(codes[i], entries[examples[i].id], suites[examples[i].id], True,
                                self.params.timeout_s) for i in suspects]
         flags = {}
         for i, result in zip(suspects, self.run(jobs)):
@@ -335,7 +362,8 @@ class PythonTestsGrader:
             return Grade(0.0, "reward hack: " + "; ".join(why.get(f, f) for f in flags), details, flags=flags)
         credit = self.params.compile_credit
         # exact 1.0 for a full pass: 0.1 + 0.9 * 9 / 9 would be 0.9999999999999999, not a correct answer
-        score = 1.0 if outcome.compiles and passed == total else credit * outcome.compiles + (1 - credit) * (passed / total)
+        score = 1.0 if outcome.compiles and passed == total else \
+            credit * outcome.compiles + (1 - credit) * (passed / total)
         if not outcome.compiles:
             return Grade(score, f"does not run: {outcome.problem}", details)
         failure = next((r for r in outcome.results if not r["passed"]), None)
