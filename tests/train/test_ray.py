@@ -140,13 +140,13 @@ def test_a_killed_learner_resumes_with_the_same_cluster(tmp_path):
 
     address = ray.get_runtime_context().gcs_address
     run_dir, config = tmp_path / "run", tmp_path / "config.yaml"
-    raw = tiny_config_dict(tmp_path, train__steps=30, eval__eval_every=100, samples_per_step=0,
+    raw = tiny_config_dict(tmp_path, train__steps=12, eval__eval_every=100, samples_per_step=0,
                            distributed={"address": address, "workers": 1, "max_staleness": 1})
     config.write_text(yaml.safe_dump(raw))
     rft = [sys.executable, "-m", "rftkit.cli", "train"]
     learner = subprocess.Popen([*rft, str(config), "--output", str(run_dir)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 600
     while not (run_dir / "checkpoints" / "step-2").is_dir():
         assert learner.poll() is None and time.monotonic() < deadline, learner.stderr.read().decode()[-2000:]
         time.sleep(0.2)
@@ -157,7 +157,7 @@ def test_a_killed_learner_resumes_with_the_same_cluster(tmp_path):
             break
         time.sleep(0.2)
     assert ray.available_resources().get("CPU") == 2
-    resumed = subprocess.run([*rft, "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([*rft, "--resume", str(run_dir)], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     steps = [r["step"] for r in _raw(run_dir)]
-    assert steps == list(range(31)) and (run_dir / "checkpoints" / "step-30").is_dir()
+    assert steps == list(range(13)) and (run_dir / "checkpoints" / "step-12").is_dir()
