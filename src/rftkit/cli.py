@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rftkit.atomic import DiskFullError
 from rftkit.config import ConfigError
+from rftkit.envs.base import EnvironmentFailure
 from rftkit.data import DataError
 from rftkit.models.errors import ModelLoadError
 
@@ -22,8 +23,9 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 
 def _print_before_after(summary: dict, header: str) -> None:
     print("\n" + header)
-    for key in ("accuracy", "accuracy_greedy", "mean_reward"):
-        print(f"  {key:16s} {summary['before'][key]:.3f} -> {summary['after'][key]:.3f}")
+    for key in ("accuracy", "accuracy_greedy", "mean_reward", "accuracy_first_turn", "accuracy_greedy_first_turn"):
+        if key in summary["before"]:  # the first-turn keys: multi-turn runs only
+            print(f"  {key:16s} {summary['before'][key]:.3f} -> {summary['after'][key]:.3f}")
 
 
 def _torchrun(args: argparse.Namespace) -> int:
@@ -293,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DiskFullError as exc:  # what was kept is in the message; nothing half-written is left
         print(f"error: {exc.strerror}", file=sys.stderr)
+        return 1
+    except EnvironmentFailure as exc:  # names the environment, the call, the example and the turn
+        print(f"error: {exc}", file=sys.stderr)
         return 1
 
 

@@ -254,6 +254,32 @@ class DistributedConfig(Section):
                               "run before the run stops with the cause.")
 
 
+class EnvConfig(Section):
+    """A multi-turn environment (README: Environments): the model's turns are answered by the environment's."""
+
+    name: str | None = Field(None, description="Environment: 'countdown_feedback', 'arithmetic_tools', "
+                             "'guess_number' or 'verifiers' (an environment written for the verifiers package; "
+                             "`pip install rftkit[verifiers]`). null: one prompt, one completion (single-turn).")
+    max_turns: int = Field(3, ge=1, description="Model turns per episode at most; the episode ends earlier when "
+                           "the environment ends it.")
+    max_episode_tokens: int = Field(160, ge=1, description="Token budget of an episode after its first prompt, "
+                                    "model and environment tokens together (the model's context must hold prompt + "
+                                    "budget); a model turn is cut where it runs out. train.max_completion_length "
+                                    "caps each model turn.")
+    options: dict[str, Any] = Field(default_factory=dict, description="The environment's own options "
+                                    "(README: Environments lists them per environment).")
+
+    @model_validator(mode="after")
+    def _check_environment(self) -> "EnvConfig":
+        if self.name is not None:
+            from rftkit.envs import validate_env_config  # the registry lives with the environments
+
+            validate_env_config(self)
+        elif self.options:
+            raise ValueError("env.options: given without env.name; name the environment or remove the options")
+        return self
+
+
 class DapoConfig(Section):
     """DAPO's own knobs (Yu et al. 2025); used only when algorithm: dapo."""
 
@@ -358,6 +384,7 @@ class RFTConfig(Section):
     distributed: DistributedConfig | None = Field(None, description="Rollout and grading on Ray workers, "
                                                   "synchronous or asynchronous (the `distributed:` keys below). "
                                                   "null: everything in this process.")
+    env: EnvConfig = Field(default_factory=EnvConfig)
     save_every: int = Field(100, ge=1, description="Write checkpoints/step-N every N steps (and at the end).")
     samples_per_step: int = Field(4, ge=0, description="Completions per step written to samples.jsonl.")
     store_completions: bool = Field(False, description="Also write every completion of every step, with its "
@@ -409,9 +436,9 @@ class RFTConfig(Section):
                                 "loss_aggregation": "online_dpo averages over pairs"}}.get(self.algorithm, {})
         for key in sorted(set(fixed) & self.grpo.model_fields_set):
             raise ValueError(f"grpo.{key}: not used with algorithm {self.algorithm} ({fixed[key]}); remove the key")
-        if self.algorithm == "dapo" and self.dapo.overlong_buffer > self.train.max_completion_length:
-            raise ValueError(f"dapo.overlong_buffer: must be <= train.max_completion_length "
-                             f"({self.train.max_completion_length})")
+        if self.algorithm == "dapo" and self.dapo.overlong_buffer > self.length_limit():
+            limit = "env.max_episode_tokens" if self.env.name else "train.max_completion_length"
+            raise ValueError(f"dapo.overlong_buffer: must be <= {limit} ({self.length_limit()})")
         if self.algorithm == "ppo" and self.ppo.value_model == "separate" and self.train.gradient_checkpointing:
             raise ValueError("ppo.value_model: 'separate' with train.gradient_checkpointing is not supported (the "
                              "backward would recompute the critic's layers under the policy's adapter); use shared")
@@ -434,6 +461,10 @@ class RFTConfig(Section):
         for key, (value, refused, reason) in why.items():
             if refused:
                 raise ValueError(f"{key}: {value!r} is not supported with lora: null (full-weight) ({reason})")
+
+    def length_limit(self) -> int:
+        """Most tokens a rollout holds after its prompt: one completion, or an episode's budget."""
+        return self.env.max_episode_tokens if self.env.name else self.train.max_completion_length
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:

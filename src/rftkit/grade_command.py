@@ -21,6 +21,7 @@ from typing import Any, Sequence, TextIO
 
 from rftkit.config import ConfigError, RFTConfig, load_config
 from rftkit.data import DataError, Example, example_from_row, load_hf_dataset, load_jsonl, read_jsonl_rows, write_jsonl
+from rftkit.envs.base import episode_of
 from rftkit.graders import WeightedGrader, build_graders
 from rftkit.graders.base import BatchContext
 from rftkit.graders.combine import GradedCompletion, GradingStats, grade_all
@@ -54,6 +55,10 @@ def read_samples(path: str) -> tuple[list[Example], list[str]]:
 
 def _held_out_examples(config: RFTConfig, count: int) -> list[Example]:
     source = config.data.val_source or config.data.source
+    if source == "env":  # the environment's own dataset (verifiers)
+        from rftkit.tasks import load_examples
+
+        return load_examples(config.data, config.env)[1][:count]
     if source.startswith("hf:"):
         examples = load_hf_dataset(source[3:], config.data.hf_split)
     elif source.endswith(".jsonl"):
@@ -108,7 +113,13 @@ def print_table(examples: Sequence[Example], completions: Sequence[str], results
     for i in range(min(show, len(results))):
         reward = results[i].reward
         out.write(f"[{i}] id={printable(examples[i].id)}  reward={'masked' if reward is None else f'{reward:.3f}'}\n")
-        out.write(f"    completion: {_clip(completions[i], 100)!s}\n")
+        episode = episode_of(completions[i])
+        if episode is None:
+            out.write(f"    completion: {_clip(completions[i], 100)!s}\n")
+        else:  # a multi-turn episode, turn by turn
+            for turn in episode.messages:
+                out.write(f"    {turn['role']:>9}: {_clip(turn['content'], 100)}\n")
+            out.write(f"    (episode ended: {episode.finish}, {episode.model_turns} model turn(s))\n")
         for name, grade in results[i].grades.items():
             mark = " ERROR" if grade.error else " MASKED" if grade.masked else ""
             out.write(f"    {name:<20} {grade.score:6.3f}{mark}  {_clip(grade.reason, 90)}\n")
@@ -143,6 +154,7 @@ def output_rows(examples: Sequence[Example], completions: Sequence[str],
     return [{"id": ex.id, "completion": c, "reward": r.reward,
              "grades": {name: {"score": g.score, "reason": g.reason, "error": g.error, "masked": g.masked,
                                "details": g.details} for name, g in r.grades.items()}}
+            | (episode_of(c).record() if episode_of(c) is not None else {})
             for ex, c, r in zip(examples, completions, results)]
 
 

@@ -37,6 +37,14 @@ class RolloutBatch:
     old_logprobs: torch.Tensor  # [N, T] behaviour log-probs recorded while sampling
     group_size: int
     policy_version: int = 0  # optimizer steps the sampling policy had taken (the async pipeline bounds staleness by it)
+    # Multi-turn episodes (rftkit.envs): completion_ids holds model and environment turns; completion_mask is
+    # what the forward attends to, action_mask the model's own tokens (the loss). None: every completion token.
+    action_mask: torch.Tensor | None = None  # [N, T]
+    episodes: list | None = None  # [N] rftkit.envs.Episode of each row; None: single-turn rollouts
+
+    @property
+    def loss_mask(self) -> torch.Tensor:  # [N, T] the tokens that carry gradient
+        return self.completion_mask if self.action_mask is None else self.action_mask
 
     @property
     def device(self) -> torch.device:
@@ -50,7 +58,8 @@ class RolloutBatch:
     def to(self, device: torch.device | str) -> "RolloutBatch":
         return replace(self, prompt_ids=self.prompt_ids.to(device), prompt_mask=self.prompt_mask.to(device),
                        completion_ids=self.completion_ids.to(device),
-                       completion_mask=self.completion_mask.to(device), old_logprobs=self.old_logprobs.to(device))
+                       completion_mask=self.completion_mask.to(device), old_logprobs=self.old_logprobs.to(device),
+                       action_mask=None if self.action_mask is None else self.action_mask.to(device))
 
     def rows(self, index: torch.Tensor) -> "RolloutBatch":
         """The batch restricted to rows `index` ([n] long), in that order."""
@@ -59,7 +68,9 @@ class RolloutBatch:
         return replace(self, examples=[self.examples[i] for i in picked],
                        completions=[self.completions[i] for i in picked], prompt_ids=self.prompt_ids[index],
                        prompt_mask=self.prompt_mask[index], completion_ids=self.completion_ids[index],
-                       completion_mask=self.completion_mask[index], old_logprobs=self.old_logprobs[index])
+                       completion_mask=self.completion_mask[index], old_logprobs=self.old_logprobs[index],
+                       action_mask=None if self.action_mask is None else self.action_mask[index],
+                       episodes=None if self.episodes is None else [self.episodes[i] for i in picked])
 
 
 @dataclass

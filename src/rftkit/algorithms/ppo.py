@@ -53,6 +53,25 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, advantages + values
 
 
+def pack_masked(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[N, T] -> [N, A]: each row's entries where `mask` is 1, moved to the front in order (A: the most in
+    a row), 0 after them. A multi-turn row interleaves model and environment tokens; packed, its model
+    tokens are one sequence, so GAE runs through the whole episode (environment tokens are no actions)."""
+    rows, cols = mask.bool().nonzero(as_tuple=True)
+    slot = (mask.long().cumsum(-1) - 1)[rows, cols]
+    packed = values.new_zeros((values.shape[0], max(1, int(mask.sum(-1).max()) if len(mask) else 1)))
+    packed[rows, slot] = values[rows, cols]
+    return packed
+
+
+def unpack_masked(packed: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The inverse of `pack_masked`: [N, A] back to [N, T], 0 where `mask` is 0."""
+    rows, cols = mask.bool().nonzero(as_tuple=True)
+    values = packed.new_zeros(mask.shape)
+    values[rows, cols] = packed[rows, (mask.long().cumsum(-1) - 1)[rows, cols]]
+    return values
+
+
 def whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, sum_over_ranks=None) -> torch.Tensor:
     """(x - mean) / std over the masked entries; masked-out entries become 0.
 

@@ -17,7 +17,7 @@ import torch
 from rftkit.algorithms.dapo import overlong_penalty
 from rftkit.algorithms.dpo import best_worst_pairs
 from rftkit.algorithms.grpo import group_relative_advantages, masked_mean
-from rftkit.algorithms.ppo import adaptive_kl_coefficient, gae, kl_shaped_rewards, whiten
+from rftkit.algorithms.ppo import adaptive_kl_coefficient, gae, kl_shaped_rewards, pack_masked, unpack_masked, whiten
 from rftkit.algorithms.rloo import leave_one_out_advantages
 from rftkit.config import RFTConfig
 from rftkit.algorithms.losses import LossSettings
@@ -57,14 +57,19 @@ def _outcome(advantage_fn: Callable[[torch.Tensor, int, RFTConfig], torch.Tensor
 
 def ppo_targets(models: Models, batch: RolloutBatch, rewards: torch.Tensor, config: RFTConfig) -> UpdateTargets:
     """Tülu 3 RLVR: score on the last token, -beta*KL per token (or in the loss), GAE over tokens."""
-    cfg, mask = config.ppo, batch.completion_mask
+    cfg, mask = config.ppo, batch.loss_mask
     temperature, mbs = config.train.temperature, config.train.micro_batch_size
     ref = _reference(models, batch, config) if cfg.kl_coef > 0 else None
     old_values = rollout_values(models.policy, models.value_head, batch, temperature, mbs, _kernels(config),
                                 models.value_adapter)
     in_reward = cfg.kl_in == "reward"
-    token_rewards = kl_shaped_rewards(rewards, batch.old_logprobs, ref if in_reward else None, mask, models.kl_coef)
-    advantages, returns = gae(token_rewards, old_values, mask, cfg.gamma, cfg.lam)
+    # Multi-turn rows: GAE over the model's tokens packed into one sequence (environment tokens are no actions).
+    pack = (lambda x: x) if batch.action_mask is None else (lambda x: pack_masked(x, mask))
+    token_rewards = kl_shaped_rewards(rewards, pack(batch.old_logprobs), pack(ref) if in_reward and ref is not None
+                                      else None, pack(mask), models.kl_coef)
+    advantages, returns = gae(token_rewards, pack(old_values), pack(mask), cfg.gamma, cfg.lam)
+    if batch.action_mask is not None:
+        advantages, returns = unpack_masked(advantages, mask), unpack_masked(returns, mask)
     if cfg.whiten_advantages:
         advantages = whiten(advantages, mask, sum_over_ranks=(models.collective.sum
                                                               if models.collective.world_size > 1 else None))
@@ -127,7 +132,7 @@ def _ppo_loss(c: RFTConfig, kl_coef: float) -> LossSettings:
 
 
 def dapo_reward_shaping(rewards: torch.Tensor, batch: RolloutBatch, config: RFTConfig) -> torch.Tensor:
-    return rewards + overlong_penalty(batch.completion_lengths, config.train.max_completion_length,
+    return rewards + overlong_penalty(batch.completion_lengths, config.length_limit(),
                                       config.dapo.overlong_buffer, config.dapo.overlong_penalty)
 
 

@@ -16,6 +16,7 @@ import torch
 
 from rftkit.config import RFTConfig, load_config
 from rftkit.data import Example, load_jsonl, write_jsonl
+from rftkit.envs.base import episode_of
 from rftkit.graders import WeightedGrader, build_graders
 from rftkit.graders.combine import GradedCompletion, grade_all
 from rftkit.rollout import HFBackend, RolloutBackend, build_backend, generate_rollouts
@@ -73,6 +74,7 @@ def _device(policy) -> torch.device:
 
 def _pass(policy, tokenizer, examples: list[Example], graders: list[WeightedGrader], settings: EvalSettings,
           greedy: bool, backend: RolloutBackend, seed_offset: int) -> tuple[list[str], list[GradedCompletion]]:
+    """Completions (multi-turn: `Transcript`s, whose `.episode` is the whole trajectory) and their grades."""
     generator = torch.Generator(_device(policy)).manual_seed(settings.seed + EVAL_SEED_OFFSET + seed_offset)
     sampling = replace(settings.sampling, greedy=greedy)
     completions: list[str] = []
@@ -107,10 +109,26 @@ def evaluate(policy, tokenizer, examples: list[Example], graders: list[WeightedG
     total, accurate, accurate_greedy, rewarded, reward_sum = collective.sum(counts).tolist()
     metrics = {"accuracy": accurate / max(total, 1.0), "accuracy_greedy": accurate_greedy / max(total, 1.0),
                "mean_reward": reward_sum / rewarded if rewarded else 0.0}
+    if sampled and episode_of(sampled[0]) is not None:  # multi-turn: success within the episode's turns, and at once
+        metrics.update(_episode_metrics(sampled, sampled_grades, greedy, greedy_grades, rule, collective))
     records = [{"id": example.id, "prompt": example.prompt_text(),
                 "sampled": _graded_record(s, sg, rule), "greedy": _graded_record(gr, gg, rule)}
                for example, s, sg, gr, gg in zip(share, sampled, sampled_grades, greedy, greedy_grades)]
     return EvalResult(metrics, records)
+
+
+def _episode_metrics(sampled, sampled_grades, greedy, greedy_grades, rule: AccuracyRule,
+                     collective: Collective) -> dict[str, float]:
+    """`accuracy_first_turn`: episodes that are accurate and ended after one model turn (the first answer was
+    right); `turns`: mean model turns per episode (sampled pass)."""
+    def first(completions, grades):
+        return sum(rule.accurate(g) and episode_of(c).model_turns == 1 for c, g in zip(completions, grades))
+    counts = torch.tensor([len(sampled), first(sampled, sampled_grades), first(greedy, greedy_grades),
+                           sum(episode_of(c).model_turns for c in sampled)], dtype=torch.float64)
+    total, first_sampled, first_greedy, turns = collective.sum(counts).tolist()
+    total = max(total, 1.0)
+    return {"accuracy_first_turn": first_sampled / total, "accuracy_greedy_first_turn": first_greedy / total,
+            "turns": turns / total}
 
 
 def _shard_evenly(examples: list[Example], collective: Collective) -> list[Example]:
@@ -121,8 +139,10 @@ def _shard_evenly(examples: list[Example], collective: Collective) -> list[Examp
 
 
 def _graded_record(completion: str, graded: GradedCompletion, rule: AccuracyRule) -> dict[str, Any]:
-    return {"completion": completion, "reward": graded.reward, "accurate": rule.accurate(graded),
-            "grades": {name: {"score": g.score, "reason": g.reason} for name, g in graded.grades.items()}}
+    record = {"completion": completion, "reward": graded.reward, "accurate": rule.accurate(graded),
+              "grades": {name: {"score": g.score, "reason": g.reason} for name, g in graded.grades.items()}}
+    episode = episode_of(completion)
+    return record if episode is None else record | episode.record()
 
 
 def load_policy(config: RFTConfig, adapter: str | Path | None):
@@ -154,7 +174,11 @@ def sample_completions(config: RFTConfig, examples: list[Example], num_generatio
     generator = torch.Generator(_device(model)).manual_seed(config.train.seed)
     settings = SamplingSettings(num_generations, config.train.max_completion_length, config.train.temperature,
                                 config.train.top_p, False, config.model.chat_template, config.data.system_prompt)
-    batch = generate_rollouts(model, tokenizer, examples, settings, generator)
+    if config.env.name is not None:  # episodes: the completions are Transcripts of whole trajectories
+        with tempfile.TemporaryDirectory(prefix="rftkit-grade-") as scratch:
+            batch = build_backend(config, Path(scratch)).generate(model, tokenizer, examples, settings, generator)
+    else:
+        batch = generate_rollouts(model, tokenizer, examples, settings, generator)
     return [batch.completions[i * num_generations:(i + 1) * num_generations] for i in range(len(examples))]
 
 
@@ -165,7 +189,7 @@ def run_eval(config_path: str, adapter: str | None, data: str | None, output: st
 
     config = load_config(config_path, overrides)
     set_threads(config.train.threads)
-    examples = load_jsonl(data) if data else load_examples(config.data)[1]
+    examples = load_jsonl(data) if data else load_examples(config.data, config.env)[1]
     policy, tokenizer = load_policy(config, adapter)
     with tempfile.TemporaryDirectory(prefix="rftkit-eval-") as scratch:  # vLLM loads the adapter from a directory
         backend = build_backend(config, Path(scratch))

@@ -33,6 +33,7 @@ _BUILTIN_MODULES = (
     "rftkit.graders.code",
     "rftkit.graders.python_grader",
     "rftkit.tasks.triton",
+    "rftkit.envs.graders",
 )
 _OPTIONAL_MODULES: tuple[str, ...] = ()
 

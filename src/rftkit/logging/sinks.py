@@ -9,6 +9,7 @@ from typing import Any
 
 from rftkit.atomic import disk_full_error, is_disk_full, write_text_atomic
 from rftkit.data import DataError
+from rftkit.envs.base import episode_of
 from rftkit.graders.combine import GradedCompletion
 
 log = logging.getLogger("rftkit")
@@ -84,6 +85,9 @@ def sample_records(step: int, completions: list[str], graded: list[GradedComplet
             "grades": {name: {"score": g.score, "reason": g.reason, "error": g.error, "masked": g.masked,
                               "flags": list(g.flags)} for name, g in graded[i].grades.items()},
         })
+        episode = episode_of(completions[i])
+        if episode is not None:  # multi-turn: the whole trajectory, turn by turn
+            records[-1].update(episode.record())
     return records
 
 

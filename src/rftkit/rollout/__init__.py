@@ -36,10 +36,12 @@ def generate_rollouts(policy, tokenizer, examples: list[Example], settings: Samp
 
 
 class RolloutBackend(Protocol):
-    """Anything with `generate_rollouts`' signature as a `generate` method."""
+    """Anything with `generate_rollouts`' signature as a `generate` method. `prompts`: the examples' prompt
+    token ids when the caller rendered them itself (multi-turn episodes: a whole trajectory so far)."""
 
     def generate(self, policy, tokenizer, examples: list[Example], settings: SamplingSettings,
-                 generator: torch.Generator, policy_version: int = 0) -> RolloutBatch: ...
+                 generator: torch.Generator, policy_version: int = 0,
+                 prompts: list[list[int]] | None = None) -> RolloutBatch: ...
 
 
 class HFBackend:
@@ -70,7 +72,8 @@ class HFBackend:
         return [self.prompt_ids[key] for key in keys]
 
     def generate(self, policy, tokenizer, examples: list[Example], settings: SamplingSettings,
-                 generator: torch.Generator, policy_version: int = 0) -> RolloutBatch:
+                 generator: torch.Generator, policy_version: int = 0,
+                 prompts: list[list[int]] | None = None) -> RolloutBatch:
         if policy is not self.policy:  # decided once per policy (it counts parameters), not on every rollout
             self.policy = policy
             self.merged = (MergedCopy(policy, self.fast_decode != "off") if wants_merged_copy(self.merge_lora, policy)
@@ -81,13 +84,22 @@ class HFBackend:
         model = self.merged.refresh(policy) if self.merged else policy
         return generate_rollouts(model, tokenizer, examples, settings, generator,
                                  decoder=self.merged.decoder if self.merged else None,
-                                 prompts=self.encode(tokenizer, examples, settings.chat_template,
-                                                     settings.system_prompt),
+                                 prompts=prompts if prompts is not None else self.encode(
+                                     tokenizer, examples, settings.chat_template, settings.system_prompt),
                                  policy_version=policy_version)
 
 
 def build_backend(config: RFTConfig, run_dir: Path) -> RolloutBackend:
-    """The one place `rollout.backend` is read."""
+    """The one place `rollout.backend` is read; with an `env:` the backend samples each turn of its episodes."""
+    backend = _sampling_backend(config, run_dir)
+    if config.env.name is None:
+        return backend
+    from rftkit.envs import episode_backend  # environments sit on top of any sampling backend
+
+    return episode_backend(config, backend)
+
+
+def _sampling_backend(config: RFTConfig, run_dir: Path) -> RolloutBackend:
     if config.rollout.backend == "vllm":
         from rftkit.models.loading import resolve_model_path
         from rftkit.rollout.vllm_backend import VllmBackend, create_engine

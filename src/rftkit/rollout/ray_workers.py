@@ -128,7 +128,7 @@ class RolloutWorker:
         batch = self.backend.generate(self.policy, self.tokenizer, request.examples, request.settings, generator,
                                       policy_version=self.version)
         sampled = time.perf_counter()
-        ids, mask = batch.completion_ids.cpu(), batch.completion_mask.cpu().bool()  # as train.collect.grading_context
+        ids, mask = batch.completion_ids.cpu(), batch.loss_mask.cpu().bool()  # as train.collect.grading_context
         context = BatchContext([row[keep].tolist() for row, keep in zip(ids, mask)], request.step, request.max_steps)
         graded, stats = grade_all(self.graders, batch.examples, batch.completions, context)
         times = {"generate": sampled - started, "grade": time.perf_counter() - sampled}

@@ -71,11 +71,12 @@ class VllmBackend:
         return self.lora_request(f"policy-v{self.version}", self.version, str(path))
 
     def generate(self, policy, tokenizer, examples, settings: SamplingSettings, generator: torch.Generator,
-                 policy_version: int = 0) -> RolloutBatch:
+                 policy_version: int = 0, prompts: list[list[int]] | None = None) -> RolloutBatch:
         from rftkit.rollout.sampler import left_pad
 
         num_generations = settings.num_generations
-        prompts = encode_prompts(tokenizer, examples, settings.chat_template, settings.system_prompt)
+        if prompts is None:
+            prompts = encode_prompts(tokenizer, examples, settings.chat_template, settings.system_prompt)
         # vLLM's per-request seed
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
         params = self.sampling_params(n=num_generations, temperature=0.0 if settings.greedy else settings.temperature,

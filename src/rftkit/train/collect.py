@@ -17,6 +17,7 @@ import torch
 
 from rftkit.algorithms.dapo import informative_groups
 from rftkit.graders.base import BatchContext
+from rftkit.envs.episodes import turn_reward_sums
 from rftkit.graders.combine import GradedCompletion, GradingStats, check_health, grade_all
 from rftkit.types import RolloutBatch
 
@@ -53,17 +54,20 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
     prompt_ids = _pad_cat([b.prompt_ids for b in batches], left=True)
     prompt_mask = _pad_cat([b.prompt_mask for b in batches], left=True)
     prompt_ids = torch.where(prompt_mask.bool(), prompt_ids, torch.full_like(prompt_ids, pad_id))
+    episodic = batches[0].episodes is not None  # every round of a step comes from the same backend
     return RolloutBatch([e for b in batches for e in b.examples], [c for b in batches for c in b.completions],
                         prompt_ids, prompt_mask, _pad_cat([b.completion_ids for b in batches], left=False),
                         _pad_cat([b.completion_mask for b in batches], left=False),
                         _pad_cat([b.old_logprobs for b in batches], left=False), batches[0].group_size,
-                        min(b.policy_version for b in batches))
+                        min(b.policy_version for b in batches),
+                        _pad_cat([b.loss_mask for b in batches], left=False) if episodic else None,
+                        [e for b in batches for e in b.episodes] if episodic else None)
 
 
 def grading_context(batch: RolloutBatch, step: int = 0, max_steps: int = 0) -> BatchContext:
     """What TRL-style reward functions read besides the text: each completion's sampled token ids
     (without padding) and the training progress (their `trainer_state`)."""
-    ids, mask = batch.completion_ids.cpu(), batch.completion_mask.cpu().bool()
+    ids, mask = batch.completion_ids.cpu(), batch.loss_mask.cpu().bool()  # the sampled tokens (episodes: the model's)
     return BatchContext([row[keep].tolist() for row, keep in zip(ids, mask)], step, max_steps)
 
 
@@ -92,6 +96,8 @@ def collect(sample: Callable[[list], RolloutBatch], next_prompts: Callable[[], l
         times["generate"] += t1 - t0
         times["grade"] += time.perf_counter() - t1
         rewards, weights = rewards_and_weights(graded, batch.device)
+        if batch.episodes is not None:  # an environment's per-turn rewards join its episodes' return
+            rewards = rewards + turn_reward_sums(batch)
         rewards = shape_rewards(rewards, batch)
         sampled_groups += len(prompts)
         batches.append(batch), graded_all.append(graded), stats_all.append(stats)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from rftkit.algorithms.registry import Models, next_kl_coef
 from rftkit.atomic import write_json_atomic
 from rftkit.config import RFTConfig
+from rftkit.envs.metrics import episode_metrics
 from rftkit.eval.validate import evaluate
 from rftkit.logging.completions import completion_records, number_groups
 from rftkit.logging.alarms import Alarm, AlarmMonitor, AlarmSettings, truncated
@@ -68,6 +69,8 @@ def step_metrics(run: Run, data: StepData, stats: UpdateStats, extra: dict[str, 
         record["loss/value"] = stats.value_loss
     if run.algorithm.dynamic_sampling:
         record["sampling/groups_sampled"] = sum(v["sampled_groups"] for v in view)
+    if data.rollouts.episodes is not None:
+        record.update(episode_metrics([e for v in view for e in v["episodes"]]))
     record.update(extra)
     record.update(data.metrics)
     record.update({f"time/{k}": round(v, 4) for k, v in times.items()})
@@ -85,7 +88,8 @@ def _step_view(run: Run, data: StepData) -> dict:
             "unscored": {wg.grader.name: data.grading.errors[wg.grader.name] + data.grading.masked[wg.grader.name]
                          for wg in run.graders},
             "truncated": int(truncated(data.rollouts.completion_ids, data.rollouts.completion_mask,
-                                       run.config.train.max_completion_length, stop_token_ids(run.tokenizer)).sum())}
+                                       run.config.train.max_completion_length, stop_token_ids(run.tokenizer)).sum()),
+            "episodes": [(e.model_turns, e.finish, e.tokens - e.model_tokens) for e in data.rollouts.episodes or ()]}
 
 
 def rollout_backend(run: Run) -> RolloutBackend:

@@ -327,7 +327,7 @@ class RayPipeline:
             return data, targets
         learner = learner_logprobs(run.learner.policy, data.rollouts, settings)
         advantages, metrics = truncated_is_advantages(targets.advantages, learner, data.rollouts.old_logprobs,
-                                                      data.rollouts.completion_mask, cap)
+                                                      data.rollouts.loss_mask, cap)
         rollouts = replace(data.rollouts, old_logprobs=learner)
         return (replace(data, rollouts=rollouts, metrics=data.metrics | metrics),
                 replace(targets, advantages=advantages))

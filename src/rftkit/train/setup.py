@@ -127,7 +127,7 @@ def setup(config: RFTConfig, run_dir: Path, resume: bool, overwrite: bool = Fals
     collective = init_collective(device)
     set_threads(config.train.threads)
     generator = seed_everything(config.train.seed, device, collective.rank * RANK_SAMPLING_OFFSET)
-    train_examples, val_examples, test_examples = load_splits(config.data)
+    train_examples, val_examples, test_examples = load_splits(config.data, config.env)
     if config.data.screen is not None:  # only the prompts an `rft screen` result keeps
         train_examples = screened(config.data.screen, train_examples)
     tokenizer = load_tokenizer(config.model)

@@ -110,7 +110,7 @@ def sft(config: RFTConfig, run_dir: str | Path, progress: bool = True) -> dict:
     set_threads(config.train.threads)
     device = resolve_device(config.model.device)
     seed_everything(config.train.seed, device)
-    train_examples, val_examples = load_examples(config.data)
+    train_examples, val_examples = load_examples(config.data, config.env)
     tokenizer = load_tokenizer(config.model)
     graders = build_graders(config.graders)
     policy = attach_lora(load_base_model(config.model, device), config.lora)

@@ -85,7 +85,7 @@ def update_policy(learner: Learner, batch: RolloutBatch, targets: UpdateTargets,
     micro_batch_size = max(micro_batch_size - micro_batch_size % cfg.rows_per_item, cfg.rows_per_item)
     loss_fn = POLICY_LOSSES[cfg.name]
     n = len(batch.completions)
-    mask_all = batch.completion_mask.float() * sample_weight[:, None]
+    mask_all = batch.loss_mask.float() * sample_weight[:, None]  # model tokens only (environment turns: 0)
     counts = collective.sum(torch.stack([(sample_weight > 0).sum().float(), mask_all.sum()]))
     totals = dict(num_sequences=counts[0].clamp(min=1.0), num_tokens=counts[1].clamp(min=1.0),
                   max_length=cfg.max_length)
