@@ -207,7 +207,8 @@ def test_full_isolation_refuses_where_namespaces_are_unavailable_and_restricted_
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(Path(__file__).parent)])}
     out = subprocess.run([sys.executable, str(NO_NAMESPACES), sys.executable, "-c", probe], env=env,
                          capture_output=True, text=True, timeout=180)
-    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.split()[:1] in (["full"], ["restricted"])}
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()
+             if line.split()[:1] in (["full"], ["restricted"])}
     assert lines["full"].startswith("full REFUSED sandbox.isolation is 'full'"), out.stdout + out.stderr
     assert "isolation: restricted" in lines["full"]
     if os.geteuid() == 0 and "REFUSED" in lines["restricted"]:

@@ -85,7 +85,8 @@ def test_process_cap(tight_pool):
 
 def test_sockets_are_refused_by_the_kernel(tight_pool):
     code = ("import socket\nfor family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, socket.AF_UNIX):\n"
-            "    try:\n        socket.socket(family, socket.SOCK_DGRAM if family == socket.AF_NETLINK else socket.SOCK_STREAM)\n"
+            "    kind = socket.SOCK_DGRAM if family == socket.AF_NETLINK else socket.SOCK_STREAM\n"
+            "    try:\n        socket.socket(family, kind)\n"
             "        print('open', family)\n    except OSError as e:\n        print('blocked', e.errno)\n"
             "a, b = socket.socketpair()\nprint('pair ok')")
     lines = script(tight_pool, code).stdout.splitlines()

@@ -20,8 +20,11 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 def _readable_python(env: dict) -> str | None:
     for python in (os.environ.get("RFTKIT_TEST_PYTHON"), sys.executable):
-        if python and subprocess.run([*NOBODY, python, "-c", "import pytest, rftkit.sandbox.pool"], env=env, cwd="/",
-                                     capture_output=True, timeout=60).returncode == 0:
+        # the workers are started by the test process, so it must be able to start this interpreter itself
+        probe = ("import os, subprocess, sys, pytest, rftkit.sandbox.pool\nos.listdir(sys.base_prefix)\n"
+                 "subprocess.run([sys.executable, '-c', 'import rftkit.sandbox.zygote'], check=True)")
+        if python and subprocess.run([*NOBODY, python, "-c", probe], env=env, cwd="/", capture_output=True,
+                                     timeout=60).returncode == 0:
             return python
     return None
 

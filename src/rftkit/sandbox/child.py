@@ -25,7 +25,7 @@ from rftkit.sandbox import _linux, mounts, seccomp
 from rftkit.sandbox.protocol import Channel
 
 if TYPE_CHECKING:
-    from rftkit.sandbox.zygote import WorkerState
+    from rftkit.sandbox.worker import WorkerState
 
 CHANNEL_FD = 3  # the verdict channel (one-process harnesses, the driver); the candidate's socket in its process
 SECRET_FD = 4

@@ -50,8 +50,9 @@ class SandboxConfig(BaseModel):
     @classmethod
     def _renamed_keys(cls, data: Any) -> Any:
         if isinstance(data, dict) and "namespaces" in data:
-            raise ValueError("sandbox.namespaces was replaced by sandbox.isolation: 'full' (namespaces; the default) "
-                             "or 'restricted' (no namespaces: Landlock and seccomp; see the README's guarantees per mode)")
+            raise ValueError("sandbox.namespaces was replaced by sandbox.isolation: 'full' (namespaces; the "
+                             "default) or 'restricted' (no namespaces: Landlock and seccomp; see the README's "
+                             "guarantees per mode)")
         return data
 
     @model_validator(mode="after")

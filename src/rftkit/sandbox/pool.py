@@ -140,7 +140,7 @@ class SandboxPool:
     @property
     def worker_uids(self) -> list[int]:
         """The uids executions run as (per-worker uids), to check that none of their processes survive."""
-        from rftkit.sandbox.zygote import DRIVER_UID_BASE, UID_BASE
+        from rftkit.sandbox.worker import DRIVER_UID_BASE, UID_BASE
 
         if self.isolation.user != "per-worker-uid":
             return []

@@ -49,7 +49,10 @@ def recv_message(stream: BinaryIO) -> Any:
 
 
 def recv_blob(stream: BinaryIO) -> bytes:
-    return stream.read(_HEADER.unpack(stream.read(_HEADER.size))[0])
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError("the worker ended before its blob")
+    return stream.read(_HEADER.unpack(header)[0])
 
 
 def read_into(fd: int, buffer: bytearray) -> bool:
