@@ -59,7 +59,8 @@ def _run(root: Path, name: str, seed: int, hostile: bool) -> Path:
                                                    if i == 2 else []}}})
     samples.append({"step": 30, "example_id": "chat", "messages": [
         {"role": "user", "content": "Play the guessing game."}, {"role": "assistant", "content": "Is it 5?"},
-        {"role": "user", "content": "Higher."}], "completion": "Is it 7?", "reward": None,
+        {"role": "user", "content": "Higher."}], "completion": "Is it 7?", "reward": None, "finish": "max_turns",
+        "model_turns": 2, "turn_rewards": [0.0, 0.5],
         "grades": {"correct": {"score": 0.0, "reason": "judge unreachable", "masked": True}}})
     if hostile:
         samples.append({"step": 30, "prompt": "</script><script>alert(1)</script>",
@@ -138,6 +139,8 @@ def test_sample_browser_filters_by_step_verdict_flag_and_text(chromium, tmp_path
     page.select_option("#f-verdict", "no signal")  # the multi-turn episode, whole: every turn and the completion
     turns = page.locator("#samples article .turn pre").all_inner_texts()
     assert turns == ["Play the guessing game.", "Is it 5?", "Higher.", "Is it 7?"]
+    assert page.locator("#samples article .episode").inner_text() == \
+        "finished: max_turns; 2 model turns; turn rewards 0.00, 0.50"
     page.select_option("#f-verdict", "all")
     page.select_option("#f-step", "all")
     page.fill("#f-text", "off by one")

@@ -58,6 +58,7 @@
     head.appendChild(make("span", "reward", s.reward === null ? "reward: no signal (masked)" :
       "reward " + s.reward.toFixed(3)));
     if (s.example_id !== null) head.appendChild(make("span", "id", "example " + s.example_id));
+    if (s.episode) head.appendChild(make("span", "episode", s.episode));
     s.flags.forEach(function (f) { head.appendChild(make("span", "flag", f)); });
     box.appendChild(head);
     var grades = make("ul", "grades");

@@ -159,6 +159,17 @@ def trajectory(sample: dict[str, Any]) -> list[dict[str, str]]:
             {"role": "completion", "content": _text(sample.get("completion", ""))}]
 
 
+def _episode_note(sample: dict[str, Any]) -> str | None:
+    """A multi-turn episode's ending (rftkit.envs: finish reason, model turns, per-turn rewards)."""
+    if "finish" not in sample and "model_turns" not in sample:
+        return None
+    bits = [f"finished: {sample.get('finish')}", f"{sample.get('model_turns')} model turns"]
+    if sample.get("turn_rewards"):
+        bits.append("turn rewards " + ", ".join(f"{r:.2f}" if isinstance(r, (int, float)) else str(r)
+                                                for r in sample["turn_rewards"]))
+    return "; ".join(bits)
+
+
 def browser_samples(runs: list[RunFiles]) -> list[dict[str, Any]]:
     out = []
     for index, run in enumerate(runs):
@@ -172,7 +183,8 @@ def browser_samples(runs: list[RunFiles]) -> list[dict[str, Any]]:
             reward = s.get("reward")
             out.append({"run": index, "step": s.get("step", 0), "example_id": s.get("example_id"),
                         "reward": reward if isinstance(reward, (int, float)) else None,
-                        "verdict": _verdict(s, run.config), "flags": flags, "grades": grades, "turns": turns})
+                        "verdict": _verdict(s, run.config), "flags": flags, "grades": grades, "turns": turns,
+                        "episode": _episode_note(s)})
     return out
 
 
