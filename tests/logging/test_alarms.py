@@ -13,7 +13,8 @@ import yaml
 from rftkit.cli import main
 from rftkit.config import parse_config
 from rftkit.logging.alarms import (AlarmMonitor, AlarmSettings, active_alarms, alarm_history, grader_down,
-                                   no_signal, overfitting, truncated, truncation)
+                                   no_signal, overfitting, truncated, truncated_count,
+                                   truncation)
 from rftkit.logging.report import build_report
 from rftkit.train.loop import train
 from tests.conftest import tiny_config_dict
@@ -82,6 +83,17 @@ def test_truncated_counts_completions_at_the_limit_that_did_not_stop():
     ids = torch.tensor([[5, 6, 7], [5, 6, 2], [5, 2, 0], [5, 6, 7]])  # 2 is the stop token
     mask = torch.tensor([[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 1, 0]])
     assert truncated(ids, mask, 3, {2}).tolist() == [True, False, False, False]
+
+
+def test_a_multi_turn_episode_is_truncated_when_it_ran_out_of_its_token_budget():
+    from types import SimpleNamespace
+
+    episodes = [SimpleNamespace(finish=f) for f in ("environment", "token_budget", "max_turns", "token_budget")]
+    long = torch.ones(4, 40, dtype=torch.long)  # whole trajectories, far past one turn's 32 tokens
+    batch = SimpleNamespace(episodes=episodes, completion_ids=long, completion_mask=long)
+    assert truncated_count(batch, 32, {2}) == 2
+    single = SimpleNamespace(episodes=None, completion_ids=long[:, :3], completion_mask=long[:, :3])
+    assert truncated_count(single, 3, {2}) == 4
 
 
 # --- runs built to trigger each alarm ----------------------------------------------------------------

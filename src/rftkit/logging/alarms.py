@@ -4,7 +4,8 @@ Each alarm reads the records logged so far (oldest first) and returns a message 
 last one, or None:
 
 - `truncation`: the share of completions that hit `train.max_completion_length` without ending
-  (`len/truncated`) is above a threshold at the first step, or on average over a window of steps.
+  (`len/truncated`; for multi-turn episodes, those that ran out of the episode's token budget) is above
+  a threshold at the first step, or on average over a window of steps.
   A run whose completions are cut off gets reward 0 everywhere and learns nothing (trl#5697: 97-99%
   truncated, unnoticed).
 - `no_signal`: every group's rewards tied (`frac_groups_tied` = 1) for N steps in a row: the
@@ -183,6 +184,15 @@ class AlarmMonitor:
                 log.warning("alarm %s at step %d: %s%s", alarm.name, alarm.step, alarm.message, stop)
         self.holding = {a.name for a in alarms}
         return next((a for a in alarms if a.name in self.settings.stop_on), None)
+
+
+def truncated_count(batch, max_length: int, stop_ids: set[int]) -> int:
+    """Completions of a RolloutBatch cut off by the length limit: single-turn, those that used all of
+    `max_length` without a stop token; multi-turn episodes (rftkit.envs), those that ended on the episode's
+    token budget (each model turn has `max_length`, the whole trajectory the budget)."""
+    if batch.episodes is not None:
+        return sum(episode.finish == "token_budget" for episode in batch.episodes)
+    return int(truncated(batch.completion_ids, batch.completion_mask, max_length, stop_ids).sum())
 
 
 def truncated(completion_ids, completion_mask, max_length: int, stop_ids: set[int]):

@@ -44,7 +44,7 @@ def _keys(*names: str) -> Callable[[str], bool]:
 # In page order; a key goes to the first panel that matches it. Keys no panel names get panels of their own,
 # grouped by prefix ("pipeline/restarts" and "pipeline/timeouts" share "pipeline/*"): every series is drawn.
 PANELS = [
-    Panel("held-out accuracy", "share of prompts solved", _keys("val/accuracy", "val/accuracy_greedy")),
+    Panel("held-out accuracy", "share of prompts solved", _prefix("val/accuracy")),
     Panel("held-out reward", "mean reward (0-1)", _keys("val/mean_reward")),
     Panel("training reward, total and per grader", "mean reward (0-1)",
           lambda k: k == "reward/mean" or _grader_reward(k)),
@@ -52,7 +52,9 @@ PANELS = [
     Panel("reward spread in the batch", "standard deviation", _keys("reward/std")),
     Panel("groups whose rewards all tie (no signal)", "share of groups", _keys("frac_groups_tied")),
     Panel("completions cut off at max_completion_length", "share of completions", _keys("len/truncated")),
-    Panel("completion length", "tokens", _keys("len/completion")),
+    Panel("completion length", "tokens", _keys("len/completion", "len/environment")),
+    Panel("how episodes ended (multi-turn)", "share of episodes", _prefix("episodes/")),
+    Panel("model turns per episode", "turns", lambda k: k.startswith("turns/") or k == "val/turns"),
     Panel("KL to the reference", "nats per token", _keys("kl/mean")),
     Panel("losses", "loss", _prefix("loss/")),
     Panel("gradient norm", "global L2 norm", _keys("grad_norm")),

@@ -25,7 +25,7 @@ from rftkit.config import RFTConfig
 from rftkit.envs.metrics import episode_metrics
 from rftkit.eval.validate import evaluate
 from rftkit.logging.completions import completion_records, number_groups
-from rftkit.logging.alarms import Alarm, AlarmMonitor, AlarmSettings, truncated
+from rftkit.logging.alarms import Alarm, AlarmMonitor, AlarmSettings, truncated_count
 from rftkit.logging.sinks import sample_records, validation_line
 from rftkit.models.loading import stop_token_ids
 from rftkit.rollout import RolloutBackend, SamplingSettings, build_backend
@@ -87,8 +87,8 @@ def _step_view(run: Run, data: StepData) -> dict:
             "flags": dict(data.grading.flags), "sampled_groups": data.sampled_groups,
             "unscored": {wg.grader.name: data.grading.errors[wg.grader.name] + data.grading.masked[wg.grader.name]
                          for wg in run.graders},
-            "truncated": int(truncated(data.rollouts.completion_ids, data.rollouts.completion_mask,
-                                       run.config.train.max_completion_length, stop_token_ids(run.tokenizer)).sum()),
+            "truncated": truncated_count(data.rollouts, run.config.train.max_completion_length,
+                                         stop_token_ids(run.tokenizer)),
             "episodes": [(e.model_turns, e.finish, e.tokens - e.model_tokens) for e in data.rollouts.episodes or ()]}
 
 
