@@ -156,24 +156,42 @@ def token_logprobs_and_values(model, value_head, prompt_ids, prompt_mask, comple
     return logprobs, entropy, values
 
 
+def _trainable_flags(model) -> list[tuple[torch.nn.Parameter, bool]]:
+    return [(param, param.requires_grad) for param in model.parameters()]
+
+
+def _restore(flags: list[tuple[torch.nn.Parameter, bool]]) -> None:
+    for param, flag in flags:
+        param.requires_grad_(flag)
+
+
+@contextmanager
+def same_trainable(model):
+    """Every parameter's requires_grad put back on exit: PEFT's disable_adapter, when it re-enables the
+    adapters, makes every adapter but the active one untrainable (PPO's separate critic trains beside the
+    policy's adapter)."""
+    flags = _trainable_flags(model)
+    try:
+        yield model
+    finally:
+        _restore(flags)
+
+
 @contextmanager
 def active_adapter(policy, name: str | None):
     """`policy` with its PEFT adapter `name` active (None: as it is). PEFT's set_adapter also makes every other
-    adapter untrainable; the requires_grad flags are put back, so the policy's and the critic's both train."""
+    adapter untrainable; the flags are put back at once and on exit, so both adapters keep training."""
     if name is None:
         yield policy
         return
-    flags = [(param, param.requires_grad) for param in policy.parameters()]
-    previous = policy.active_adapter
+    flags, previous = _trainable_flags(policy), policy.active_adapter
     policy.set_adapter(name)
+    _restore(flags)
     try:
-        for param, flag in flags:
-            param.requires_grad_(flag)
         yield policy
     finally:
         policy.set_adapter(previous)
-        for param, flag in flags:
-            param.requires_grad_(flag)
+        _restore(flags)
 
 
 def policy_and_values(policy, value_head, value_adapter: str | None, prompt_ids, prompt_mask, completion_ids,
@@ -202,7 +220,7 @@ def reference_logprobs(policy, batch: RolloutBatch, temperature: float, micro_ba
     a frozen copy of the base (full-weight runs, where the policy has no adapter to disable)."""
     chunks = [batch.old_logprobs[:0]]  # [0, T]: a batch without rows (online DPO with every group tied)
     model = policy if reference is None else reference
-    with policy.disable_adapter() if reference is None else nullcontext():
+    with same_trainable(policy), policy.disable_adapter() if reference is None else nullcontext():
         for s in range(0, len(batch.completions), micro_batch_size):
             sl = slice(s, s + micro_batch_size)
             logp, _ = token_logprobs(model, batch.prompt_ids[sl], batch.prompt_mask[sl], batch.completion_ids[sl],
