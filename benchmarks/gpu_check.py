@@ -193,7 +193,8 @@ def main() -> None:
             result = CHECKS[name](args.device, args.quick)
             status = "skipped" if "skipped" in result else "passed"
         except Exception as exc:  # one failing check must not hide the others' results
-            result, status = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}, "failed"
+            result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+            status = "failed"
         result.update(status=status, seconds=round(time.perf_counter() - started, 1))
         report["checks"][name] = result
         print(f"{name:18s} {status:8s} {result['seconds']:7.1f} s  "

@@ -8,7 +8,8 @@ counts completions (prompts x 8). Four paths, all returning token ids and per-to
 our sampler on the merged copy of the policy with the fused prefill and decode step (training's default,
 `rollout.merge_lora: auto`, `rollout.fast_decode: true`; the copy's refresh from the adapter is
 timed too), the same through the merged copy's own forward, our sampler on the PEFT-wrapped policy, and
-`model.generate` on the PEFT-wrapped policy (log-probs through `output_logits`). Tokens are the completion tokens kept (up to and
+`model.generate` on the PEFT-wrapped policy (log-probs through `output_logits`).
+Tokens are the completion tokens kept (up to and
 including EOS); the rate is their number over the wall time, median of REPEATS interleaved runs.
 """
 
@@ -73,7 +74,8 @@ def main() -> None:
               f"{row['rftkit_merged_forward_tokens_per_s']:>9.1f}   on the PEFT model "
               f"{row['rftkit_peft_tokens_per_s']:>9.1f}   generate {row['generate_tokens_per_s']:>9.1f} tok/s   "
               f"x{row['speedup']:.2f}", flush=True)
-    print("\n| completions per batch | rftkit sampler, merged copy + fused prefill and decode (tok/s) | merged copy, its own "
+    print("\n| completions per batch | rftkit sampler, merged copy + fused prefill and decode (tok/s) "
+          "| merged copy, its own "
           "forward (tok/s) | rftkit sampler, PEFT model (tok/s) | model.generate, PEFT model (tok/s) "
           "| speed-up over generate |")
     print("|---:|---:|---:|---:|---:|---:|")

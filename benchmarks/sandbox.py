@@ -170,7 +170,7 @@ def main() -> None:
         pool = SandboxPool(SandboxConfig(workers=workers, isolation=args.isolation))
         isolation = pool.isolation.summary()
 
-        def pooled() -> bool:
+        def pooled(pool=pool) -> bool:
             result = pool.run(job)
             return result.done and result.records[-2].get("value") == ["int", "3"]
 
@@ -189,7 +189,7 @@ def main() -> None:
     result = {"machine": f"{platform.machine()}, {cores} cores, load average {os.getloadavg()[0]:.2f} at the end",
               "isolation": isolation, "best_pool": best, **rows, "speedup": speedup,
               "fork_floor_over_naive": ceiling, "fork_harness_floor_over_naive": harness_ceiling}
-    print(f"| way | executions/s | p50 ms | p99 ms |\n|---|---|---|---|")
+    print("| way | executions/s | p50 ms | p99 ms |\n|---|---|---|---|")
     for name, row in rows.items():
         latency = " | ".join("-" if row[k] is None else f"{row[k]:.1f}" for k in ("p50_ms", "p99_ms"))
         print(f"| {name} | {row['per_second']:.0f} | {latency} |")

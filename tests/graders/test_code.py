@@ -76,7 +76,8 @@ def test_rigged_eq_is_caught_by_typed_comparison():
     code = "class A:\n    def __eq__(self, o):\n        return True\ndef square(x):\n    return A()\n"
     result = grade(code)
     assert result.score == 0.0 and result.details["tests"][0]["got"] == "<unsupported A>"
-    assert not typed_equal(True, 1) and not typed_equal("4", 4) and typed_equal((1, 2), [1, 2.0]) and not typed_equal(2.0, 2)
+    assert not typed_equal(True, 1) and not typed_equal("4", 4)
+    assert typed_equal((1, 2), [1, 2.0]) and not typed_equal(2.0, 2)
     assert decode(encode({"a": [1, (2, 3.5)], "b": None})) == {"a": [1, (2, 3.5)], "b": None}
 
 
@@ -131,7 +132,8 @@ def test_verdicts_with_a_fake_sandbox():
         return ExecResult(records=records, done=done, exit_code=0, signal=None, timed_out=False, wall_s=0.01,
                           stdout="", stderr="", truncated={}, isolation=iso)
 
-    example = Example(id="one", prompt="p", fields={"entry_point": "f", "tests": ["assert f(1) == 2", "assert f(2) == 4"]})
+    example = Example(id="one", prompt="p",
+                      fields={"entry_point": "f", "tests": ["assert f(1) == 2", "assert f(2) == 4"]})
     header = [{"compiled": True}, {"defined": True, "tampered": []}]
     cases = {
         # a forged bare "passed" for a compared test is not a pass; an int 2 is, a float 4.0 for an int 4 is not

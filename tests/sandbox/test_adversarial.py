@@ -47,7 +47,7 @@ HOSTILE = {
     "tcp_connect": f"import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=0.5)\n    print({LEAK!r}, 'tcp')\n"
                    "except OSError:\n    pass\n" + WRONG,
     "dns_lookup": f"import socket\ntry:\n    print({LEAK!r}, socket.getaddrinfo('example.com', 80))\nexcept OSError:\n    pass\n" + WRONG,
-    "env_secrets": f"import os\nfor k, v in os.environ.items():\n    print(k, v)\nprint(open('/proc/self/environ').read())\n" + WRONG,
+    "env_secrets": "import os\nfor k, v in os.environ.items():\n    print(k, v)\nprint(open('/proc/self/environ').read())\n" + WRONG,
     "ignore_sigalrm_swallow_base": "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
                                    "def add(a, b):\n    while True:\n        try:\n            time.sleep(10)\n"
                                    "        except BaseException:\n            pass\n",

@@ -62,7 +62,7 @@ def plain_number(text: str) -> Fraction | None:
 
 def last_number(text: str) -> str | None:
     last = None
-    for last in NUMBER_RE.finditer(text):
+    for last in NUMBER_RE.finditer(text):  # noqa: B007  (the loop keeps the last match)
         pass
     return None if last is None else last.group()
 
