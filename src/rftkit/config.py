@@ -457,7 +457,9 @@ class RFTConfig(Section):
                                        "fast decode runs on the merged copy of a LoRA policy; use auto"),
                "rollout.backend": ("vllm", self.rollout.backend == "vllm",
                                    "the vLLM backend loads the LoRA adapter each step; use hf"),
-               "sft_warmup": ("set", self.sft_warmup is not None, "the SFT warm-up trains a LoRA adapter")}
+               "sft_warmup": ("set", self.sft_warmup is not None, "the SFT warm-up trains a LoRA adapter"),
+               "distributed": ("set", self.distributed is not None,
+                               "Ray workers receive the LoRA adapter's tensors; train in one process")}
         for key, (value, refused, reason) in why.items():
             if refused:
                 raise ValueError(f"{key}: {value!r} is not supported with lora: null (full-weight) ({reason})")

@@ -70,6 +70,7 @@ def test_resume_equals_the_uninterrupted_run_bit_for_bit(tmp_path):
     ({"train__fused_forward": "on"}, "train.fused_forward"),
     ({"rollout__backend": "vllm"}, "rollout.backend"),
     ({"sft_warmup": {"steps": 1}}, "sft_warmup"),
+    ({"distributed": {"workers": 1}}, "distributed"),
 ])
 def test_what_needs_an_adapter_is_refused_by_name(tmp_path, overrides, key):
     with pytest.raises(ConfigError, match=f"{key}: .* not supported with lora: null"):
