@@ -37,7 +37,7 @@ def _probe() -> dict[str, object]:
     attempt("prlimit parent", lambda: resource.prlimit(parent, resource.RLIMIT_NOFILE))
     attempt("setrlimit self", lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
     attempt("renice parent", lambda: os.setpriority(os.PRIO_PROCESS, parent, 19))
-    attempt("renice self", lambda: os.setpriority(os.PRIO_PROCESS, 0, 1))
+    attempt("renice self", lambda: os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + 1)))
     attempt("affinity parent", lambda: os.sched_setaffinity(parent, {0}))
 
     def seize():  # PTRACE_SEIZE: would not stop the parent even if it were let through

@@ -1,10 +1,10 @@
 """The processes of one execution, forked from the zygote.
 
-The first one leads the execution (under full isolation: init of a fresh pid namespace, with its
-own mount namespace, /tmp and /proc). For a one-process harness it isolates itself and runs the
-harness. For a split harness (`proxy.Split`) it becomes the driver: it forks the candidate's process
-before it has read the tests or the run's key, isolates itself (not dumpable, another uid as root),
-and only then reads the job's secret part from the zygote. Nothing here returns into the zygote.
+The process that runs the code leads the execution (under full isolation: init of a fresh pid
+namespace, with its own mount namespace, /tmp and /proc) and isolates itself before it runs a
+one-process harness, or the candidate's half of a split one (`proxy.Split`). The judging half is the
+worker's driver (`driver_loop`), a long-lived sibling outside every execution. Nothing here returns
+into the zygote.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from rftkit.sandbox.protocol import Channel
 if TYPE_CHECKING:
     from rftkit.sandbox.worker import WorkerState
 
-CHANNEL_FD = 3  # the verdict channel (one-process harnesses, the driver); the candidate's socket in its process
-SECRET_FD = 4
+CHANNEL_FD = 3  # the channel (one-process harness), the socket to the driver (split), the driver's control socket
 RULESET_FD = 1000  # the zygote's Landlock ruleset, kept open across the descriptor shuffle until applied
 
 
@@ -93,8 +92,13 @@ def isolate_candidate(state: "WorkerState", timeout_s: float, workdir: str, driv
     sys.path[:] = [p for p in sys.path if p]  # no '' entry: the working directory is the code's, not ours
 
 
-def isolate_driver(state: "WorkerState", timeout_s: float) -> None:
-    _set_limits(state, timeout_s, nproc=None)
+def isolate_driver(state: "WorkerState") -> None:
+    """Once, for the worker's long-lived driver: no CPU limit (the zygote's wall clock ends a stuck job)."""
+    config = state.config
+    address_space = config.baseline_vm_bytes + config.address_space_mb * (1 << 20)
+    for limit, value in ((resource.RLIMIT_AS, address_space), (resource.RLIMIT_CORE, 0),
+                         (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_NOFILE, 64)):
+        resource.setrlimit(limit, (value, value))
     _drop_user(state.driver_uid, state.gid)
     _enter_landlock(state)  # a domain of its own: the candidate's is not beneath it, so it cannot reach us
     seccomp.install(state.restricted, state.signals_scoped)
@@ -151,21 +155,24 @@ def _report_crash() -> int:
 
 
 def execution_main(state: "WorkerState", request: dict, fds: tuple[int, ...], workdir: str | None) -> None:
-    """fds: stdout, stderr, channel and, for a split harness, the pipe the secret part arrives on."""
+    """The process that runs the code: a one-process harness, or the candidate's half of a split one.
+    fds: stdout, stderr, then the channel (one-process) or the socket to the driver (split)."""
     code = 0
     try:
         os.setsid()  # its own process group and session: killpg reaches what it starts
         _arrange_fds(fds)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # pid-namespace init: dropped when sent from inside
         if not state.restricted:
             workdir = mounts.setup_execution_mounts(state.uid, state.config.tmp_size_mb, state.keep_under_tmp)
         harness = _resolve(request["harness"])
-        if hasattr(harness, "driver"):
-            _run_split(state, request, harness, workdir)
+        split = hasattr(harness, "driver")
+        isolate_candidate(state, request["timeout_s"], workdir, driven=split)
+        _capped_streams()
+        if split:
+            from rftkit.sandbox.proxy import Connection
+
+            harness.candidate(request["payload"], Connection(CHANNEL_FD))
         else:
-            isolate_candidate(state, request["timeout_s"], workdir, driven=False)
-            _capped_streams()
             harness(request["payload"], Channel(CHANNEL_FD, request["key"]))
     except BaseException:  # noqa: BLE001 - the child must reach os._exit whatever happens
         code = _report_crash()
@@ -173,42 +180,56 @@ def execution_main(state: "WorkerState", request: dict, fds: tuple[int, ...], wo
         _finish(code)
 
 
-def _run_split(state: "WorkerState", request: dict, harness: Any, workdir: str) -> None:
+class ExecutionOver(BaseException):
+    """The zygote ended the execution (its time limit): the driver stops without another record."""
+
+
+def driver_loop(state: "WorkerState", control_fd: int) -> None:
+    """The judging half of every split execution of this worker: one process, isolated once (not
+    dumpable, another uid as root, a Landlock domain of its own), outside every execution's pid
+    namespace, so the code cannot even name it. It runs no untrusted code, only the task's tests
+    against plain data. Each job frame brings the tests and the run's key (read only now, after the
+    code's process was forked) and, as descriptors, the channel, the socket to the code's process and
+    the execution's stderr; a later frame says how the code's process ended, when the driver asks."""
+    from rftkit.sandbox.protocol import ENDED, JOB, recv_frame
     from rftkit.sandbox.proxy import Connection
 
-    driver_end, candidate_end = socket.socketpair()
-    pid = os.fork()
-    if pid == 0:
-        _candidate_main(state, request, harness, candidate_end.fileno(), workdir)
-    candidate_end.close()
-    isolate_driver(state, request["timeout_s"])
-    with os.fdopen(SECRET_FD, "rb") as pipe:
-        secret = json.loads(pipe.read())
-    key = bytes.fromhex(secret.pop("key"))
-    status: list[int] = []
+    os.setsid()
+    _arrange_fds((os.open("/dev/null", os.O_WRONLY),) * 2 + (control_fd,))  # control socket: fd 3
+    _linux.set_parent_death_signal(signal.SIGKILL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    isolate_driver(state)
+    control = socket.socket(fileno=CHANNEL_FD)
+    while (frame := recv_frame(control)) is not None:
+        kind, seq, meta, blob, fds = frame
+        if kind != JOB:  # a report on an earlier execution's code that was not needed
+            for fd in fds:
+                os.close(fd)
+            continue
+        channel_fd, socket_fd, stderr_fd = fds
+        os.dup2(stderr_fd, 2)
 
-    def ended() -> tuple[str, bool]:
-        """How the candidate's process ended (waiting for it), and whether that was an exit."""
-        if not status:
-            status.append(os.waitpid(pid, 0)[1])
-        if os.WIFEXITED(status[0]):
-            return f"exited (code {os.WEXITSTATUS(status[0])})", True
-        return f"was killed by signal {os.WTERMSIG(status[0])}", False
+        def ended(seq: int = seq) -> tuple[str, bool]:
+            """How the code's process ended (waiting for the zygote to say), and whether it was an exit."""
+            while (report := recv_frame(control)) is not None and not (report[0] == ENDED and report[1] == seq):
+                pass
+            status = report[2] if report is not None else {}
+            if status.get("timed_out") or report is None:
+                raise ExecutionOver
+            if "exit_code" in status:
+                return f"exited (code {status['exit_code']})", True
+            return f"was killed by signal {status.get('signal', '?')}", False
 
-    harness.driver(request["payload"], secret, Connection(driver_end.fileno()), Channel(CHANNEL_FD, key), ended)
-
-
-def _candidate_main(state: "WorkerState", request: dict, harness: Any, sock_fd: int, workdir: str) -> None:
-    from rftkit.sandbox.proxy import Connection
-
-    code = 0
-    try:
-        os.setsid()  # out of the driver's process group: kill(0, ...) reaches only its own
-        _arrange_fds((1, 2, sock_fd))  # the socket becomes fd 3; the channel and the secret pipe are closed
-        isolate_candidate(state, request["timeout_s"], workdir, driven=True)
-        _capped_streams()
-        harness.candidate(request["payload"], Connection(CHANNEL_FD))
-    except BaseException:  # noqa: BLE001
-        code = _report_crash()
-    finally:
-        _finish(code)
+        try:
+            secret = json.loads(blob)
+            key = bytes.fromhex(secret.pop("key"))
+            _resolve(meta["harness"]).driver(meta["payload"], secret, Connection(socket_fd), Channel(channel_fd, key),
+                                             ended)
+        except ExecutionOver:
+            pass
+        except BaseException:  # noqa: BLE001 - a broken job must not end the driver
+            _report_crash()
+        finally:
+            for fd in (socket_fd, channel_fd, stderr_fd):  # closing the channel tells the zygote we are done
+                os.close(fd)
+            os.dup2(1, 2)

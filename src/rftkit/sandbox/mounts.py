@@ -14,8 +14,7 @@ import os
 import shutil
 import stat
 import sys
-from dataclasses import dataclass
-from pathlib import Path
+from typing import NamedTuple
 
 from rftkit.sandbox import _linux
 
@@ -24,7 +23,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/passwd", "/etc/group",
                 "/etc/nsswitch.conf")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
-PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # rftkit itself: its task packs hold hidden tests
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # rftkit: its task packs hold hidden tests
 
 
 def _under(path: str, root: str) -> bool:
@@ -36,8 +35,7 @@ def _outermost(paths: set[str]) -> tuple[str, ...]:
     return tuple(d for i, d in enumerate(ordered) if not any(_under(d, o) for o in ordered[:i]))
 
 
-@dataclass(frozen=True)
-class View:
+class View(NamedTuple):  # no dataclasses here: the zygote stays small (see zygote.py)
     """The allow-list, resolved once per worker (real paths)."""
 
     dirs: tuple[str, ...]  # readable trees: interpreter prefixes, sys.path, system libraries

@@ -139,12 +139,11 @@ class SandboxPool:
 
     @property
     def worker_uids(self) -> list[int]:
-        """The uids executions run as (per-worker uids), to check that none of their processes survive."""
-        from rftkit.sandbox.worker import DRIVER_UID_BASE, UID_BASE
+        """The uids the code runs as (per-worker uids), to check that none of its processes survive a run
+        (the driver, under a uid of its own, lives as long as its worker)."""
+        from rftkit.sandbox.worker import UID_BASE
 
-        if self.isolation.user != "per-worker-uid":
-            return []
-        return [base + w.proc.pid for w in self._all for base in (UID_BASE, DRIVER_UID_BASE)]
+        return [UID_BASE + w.proc.pid for w in self._all] if self.isolation.user == "per-worker-uid" else []
 
     def run(self, job: Job) -> ExecResult:
         key = new_key()  # fresh per run; for a split harness it reaches only the driver

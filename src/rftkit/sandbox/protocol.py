@@ -13,16 +13,18 @@ process, which the candidate's code can neither reach nor share memory with (see
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import _sha256  # the built-in module: hmac and hashlib would load OpenSSL into every zygote (4 MB to fork)
+import array
 import json
 import os
 import pickle
+import socket
 import struct
 from typing import Any, BinaryIO
 
 _HEADER = struct.Struct("<Q")
-_dumps, _write, _new_mac = json.dumps, os.write, hmac.new  # bound before any untrusted code can patch them
+_dumps, _write, _sha = json.dumps, os.write, _sha256.sha256  # bound before any untrusted code can patch them
+_IPAD, _OPAD = bytes(x ^ 0x36 for x in range(256)), bytes(x ^ 0x5C for x in range(256))
 
 
 def send_message(stream: BinaryIO, message: Any, blob: bytes | bytearray | None = None) -> None:
@@ -88,12 +90,54 @@ def zero(buffer: bytearray) -> None:
     buffer[:] = bytes(len(buffer))
 
 
+# ------------------------------------------------------------------ zygote -> driver (a unix socket)
+# A frame: kind (1 job, 2 the code's process ended), the execution's number, the length of a JSON
+# header, the length of a raw blob; then both. A job frame carries, as SCM_RIGHTS, the execution's
+# channel, its socket to the code's process and its stderr.
+
+_FRAME = struct.Struct("<BQIQ")
+JOB, ENDED = 1, 2
+
+
+def send_frame(sock: socket.socket, kind: int, seq: int, meta: dict, blob: bytes | bytearray = b"",
+               fds: tuple[int, ...] = ()) -> None:
+    head = json.dumps(meta).encode()
+    sock.sendmsg([_FRAME.pack(kind, seq, len(head), len(blob)) + head],
+                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])
+    view = memoryview(blob)
+    while view:
+        view = view[sock.send(view):]
+
+
+def _recv_exact(fd: int, n: int) -> bytearray | None:
+    buffer = bytearray(n)
+    return buffer if read_into(fd, buffer) else None
+
+
+def recv_frame(sock: socket.socket) -> tuple[int, int, dict, bytearray, list[int]] | None:
+    """(kind, seq, meta, blob, fds); None when the zygote is gone."""
+    data, fds, _, _ = socket.recv_fds(sock, _FRAME.size, 4)
+    if len(data) < _FRAME.size:  # the fixed part arrives whole unless the zygote died sending it
+        rest = _recv_exact(sock.fileno(), _FRAME.size - len(data)) if data else None
+        if rest is None:
+            return None
+        data += rest
+    kind, seq, head_size, blob_size = _FRAME.unpack(data)
+    head, blob = _recv_exact(sock.fileno(), head_size), _recv_exact(sock.fileno(), blob_size)
+    if head is None or blob is None:
+        return None
+    return kind, seq, json.loads(head), blob, list(fds)
+
+
 def new_key() -> bytes:
     return os.urandom(32)
 
 
 def _mac(key: bytes, body: bytes) -> str:
-    return _new_mac(key, body, hashlib.sha256).hexdigest()
+    """HMAC-SHA256 (RFC 2104) of `body` under a 32-byte key."""
+    padded = key.ljust(64, b"\0")
+    inner = _sha(padded.translate(_IPAD) + body).digest()
+    return _sha(padded.translate(_OPAD) + inner).hexdigest()
 
 
 class Channel:
@@ -109,12 +153,19 @@ class Channel:
             data = data[_write(self._fd, data):]
 
 
+def _compare_digest(a: bytes, b: bytes) -> bool:
+    """Constant-time equality (hmac's, without importing hmac here)."""
+    from hmac import compare_digest  # the pool's side only
+
+    return compare_digest(a, b)
+
+
 def parse_channel(raw: bytes | bytearray, key: bytes) -> tuple[list[dict[str, Any]], int]:
     """The records whose HMAC verifies under this run's key, and how many lines did not."""
     records, bad = [], 0
     for line in bytes(raw).splitlines():
         mac, _, body = line.partition(b" ")
-        if not hmac.compare_digest(mac, _mac(key, body).encode()):
+        if not _compare_digest(mac, _mac(key, body).encode()):
             bad += 1
             continue
         try:

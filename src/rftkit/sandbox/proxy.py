@@ -28,8 +28,7 @@ import builtins
 import json
 import os
 import struct
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from rftkit.sandbox.harness import describe, load_entry_point, restore_builtins
 from rftkit.sandbox.values import decode, encode
@@ -171,7 +170,10 @@ class Proxy:
         sent_args, sent_kwargs = encode(list(args)), encode(kwargs)
         if _has_unsupported(sent_args) or _has_unsupported(sent_kwargs):
             raise TypeError(f"{self.__name__}() was given a value that is not plain data")
-        self._conn.send(call=self.__name__, args=sent_args, kwargs=sent_kwargs)
+        try:
+            self._conn.send(call=self.__name__, args=sent_args, kwargs=sent_kwargs)
+        except OSError:
+            raise CandidateGone("the candidate's process ended") from None
         reply = self._conn.recv()
         if reply is None:
             raise CandidateGone("the candidate's process ended")
@@ -270,8 +272,7 @@ def drive(payload: dict, secret: dict, conn: Connection, channel: Any, ended: Ca
     channel.send(done=True)
 
 
-@dataclass(frozen=True)
-class Split:
+class Split(NamedTuple):
     """A harness in two processes: `candidate(payload, conn)` hosts the untrusted code, `driver(payload,
     secret, conn, channel, ended)` judges it. Jobs for it carry a `secret` the candidate never sees."""
 

@@ -7,6 +7,7 @@ interpreter, tried for real).
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 from types import SimpleNamespace
@@ -41,13 +42,22 @@ class WorkerState:
         self.driver_uid = DRIVER_UID_BASE + os.getpid() if root else None
         self.gid = SANDBOX_GID
         self.pid_ns_fd = -1
+        self.code_pid = -1  # the current execution's process that runs the code
+        self.driver = None  # zygote._Driver, started on first need
+        self.seq = 0  # executions sent to the driver
         self.ruleset: landlock.Ruleset | None = None
         self.signals_scoped = False
-        self.channel = bytearray(CHANNEL_CAP)  # reused and zeroed: verdicts never linger in forked memory
+        self.channel: mmap.mmap | None = None  # see allocate_channel
         self.env = {"PATH": CHILD_PATH, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
         for key in ("TRITON_INTERPRET",):
             if key in os.environ:
                 self.env[key] = os.environ[key]
+
+    def allocate_channel(self) -> None:
+        """After the probe (which may fork the zygote itself): reused and zeroed, and never copied into a
+        fork, so verdicts do not linger where code runs, and 16 MB do not double the cost of every fork."""
+        self.channel = mmap.mmap(-1, CHANNEL_CAP)
+        self.channel.madvise(mmap.MADV_DONTFORK)
 
     def isolation(self) -> dict[str, str]:
         """The fields of `config.Isolation`."""

@@ -17,25 +17,27 @@ import json
 import os
 import selectors
 import signal
+import socket
 import tempfile
 import time
 from types import SimpleNamespace
 
 from rftkit.sandbox import _linux, child, mounts, proxy, seccomp, worker  # noqa: F401 - proxy: preloaded
-from rftkit.sandbox.protocol import new_key, parse_channel, recv_blob_fd, recv_message_fd, send_message, zero
+from rftkit.sandbox.protocol import (ENDED, JOB, new_key, parse_channel, recv_blob_fd, recv_message_fd, send_frame,
+                                     send_message, zero)
 from rftkit.sandbox.worker import WorkerState
 
 # No pydantic here: the zygote stays small, since every fork copies its page tables.
 _SCRATCH_CHECK_S = 0.02
 
 
-def _fork_execution(state: WorkerState, request: dict, fds: tuple[int, ...], workdir: str | None) -> int:
-    if not state.restricted:  # the next fork becomes init of a fresh pid namespace...
+def _fork(state: WorkerState, target, *args, new_pid_namespace: bool = False) -> int:
+    if new_pid_namespace:  # the next fork becomes init of a fresh pid namespace...
         _linux.unshare(_linux.CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:
-        child.execution_main(state, request, fds, workdir)
-    if not state.restricted:  # ...and the zygote returns to its own for the fork after that
+        target(state, *args)  # never returns
+    if new_pid_namespace:  # ...and the zygote returns to its own for the fork after that
         _linux.setns(state.pid_ns_fd, _linux.CLONE_NEWPID)
     return pid
 
@@ -53,25 +55,26 @@ def _as_uid(uid: int, action) -> None:
 
 def _kill(state: WorkerState, pid: int) -> None:
     """Killing init of the pid namespace kills every process in it; without one, the process group, and
-    as root every process of the execution's uids (kill(-1) as that uid reaches exactly its processes)."""
+    as root every process of the code's uid (kill(-1) as that uid reaches exactly its processes). The
+    driver (another uid, no children) is killed by its pid."""
     for kill in (os.kill, os.killpg):
         try:
             kill(pid, signal.SIGKILL)
         except OSError:
             pass
-    if state.restricted and state.uid is not None:
-        for uid in (state.uid, state.driver_uid):
-            _as_uid(uid, lambda: os.kill(-1, signal.SIGKILL))
+    if state.restricted and state.uid is not None and pid == state.code_pid:
+        _as_uid(state.uid, lambda: os.kill(-1, signal.SIGKILL))
 
 
-def _sweep_children() -> None:
-    """Restricted: the candidate's process and any orphan were re-parented to us (a subreaper)."""
+def _sweep_children(keep: int | None) -> None:
+    """Restricted: orphans of the code's process were re-parented to us (a subreaper). `keep`: the driver."""
     for _ in range(1000):
         try:
             with open(f"/proc/self/task/{os.getpid()}/children") as f:
                 kids = [int(p) for p in f.read().split()]
         except OSError:
             return
+        kids = [kid for kid in kids if kid != keep]
         if not kids:
             return
         for kid in kids:
@@ -101,80 +104,130 @@ def _tree_bytes(path: str, limit_entries: int = 10_000) -> float:
     return total
 
 
-def _collect(state: WorkerState, pid: int, pipes: dict[int, str], deadline: float, secret: bytearray | None,
-             secret_fd: int | None, workdir: str | None) -> dict:
+class _Driver:
+    """The worker's long-lived driver process (see `child.driver_loop`), started on first need and again
+    after it dies or is killed for hanging."""
+
+    def __init__(self, state: WorkerState):
+        ours, theirs = socket.socketpair()
+        self.pid = os.fork()
+        if self.pid == 0:
+            ours.close()
+            child.driver_loop(state, theirs.fileno())
+            os._exit(0)
+        theirs.close()
+        self.sock, self.pidfd = ours, os.pidfd_open(self.pid)
+
+    def alive(self) -> bool:
+        return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+
+    def stop(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+        self.sock.close()
+        os.close(self.pidfd)
+
+
+def _driver(state: WorkerState) -> _Driver:
+    if state.driver is None or not state.driver.alive():
+        if state.driver is not None:
+            state.driver.stop()
+        state.driver = _Driver(state)
+    return state.driver
+
+
+def _report_end(state: WorkerState, status: int, timed_out: bool) -> None:
+    ended = {"exit_code": os.WEXITSTATUS(status)} if os.WIFEXITED(status) else {"signal": os.WTERMSIG(status)}
+    try:
+        send_frame(state.driver.sock, ENDED, state.seq, {**ended, "timed_out": timed_out})
+    except OSError:  # the driver is gone; the channel's end tells the rest
+        pass
+
+
+def _collect(state: WorkerState, pid: int, split: bool, pipes: dict[int, str], deadline: float,
+             workdir: str | None) -> dict:
+    """Gather the output until the execution ends: for a one-process harness when its process exits,
+    for a split one when the driver closes the channel (the code's process is then killed); or at the
+    deadline, or when the scratch directory is full. Returns the code's process's status."""
     caps = {"stdout": state.config.max_output_bytes, "stderr": state.config.max_output_bytes}
     data = {"stdout": bytearray(), "stderr": bytearray()}
     truncated = {"stdout": False, "stderr": False, "channel": False}
     channel, filled = memoryview(state.channel), 0
-    pidfd = os.pidfd_open(pid)
     selector = selectors.DefaultSelector()
     for fd, name in pipes.items():
         selector.register(fd, selectors.EVENT_READ, name)
-    selector.register(pidfd, selectors.EVENT_READ, None)
-    sent = 0
-    if secret_fd is not None:
-        os.set_blocking(secret_fd, False)
-        selector.register(secret_fd, selectors.EVENT_WRITE, "secret")
-    timed_out = exited = scratch_full = False
+    pidfd = os.pidfd_open(pid)
+    selector.register(pidfd, selectors.EVENT_READ, "exit")
+    status = None
+    timed_out = over = scratch_full = False
     next_check = time.monotonic() + _SCRATCH_CHECK_S
+
+    def end(drain_until: float) -> float:
+        nonlocal over
+        over = True
+        _kill(state, pid)
+        return min(deadline, drain_until)
+
     while selector.get_map():
         now = time.monotonic()
-        if workdir is not None and not exited and now >= next_check:  # restricted: no tmpfs bounds the scratch
+        if workdir is not None and not over and now >= next_check:  # restricted: no tmpfs bounds the scratch
             next_check = now + _SCRATCH_CHECK_S
             if _tree_bytes(workdir) > state.config.tmp_size_mb << 20:
-                scratch_full = exited = True
-                _kill(state, pid)
-                deadline = now + 0.5
-        timeout = deadline - now
-        if timeout <= 0:
-            if exited:  # a straggler still holds a pipe open after the execution died: stop waiting for it
+                scratch_full = True
+                deadline = end(now + 0.5)
+        if deadline - now <= 0:
+            if over:  # a straggler holds a pipe open after the execution ended: stop waiting for it
+                if split and "channel" in pipes.values():  # the driver hangs (a test that never ends)
+                    state.driver.stop()
+                    state.driver = None
                 break
-            timed_out = exited = True
-            _kill(state, pid)
-            deadline = time.monotonic() + 0.5  # drain what was written before the kill
-            continue
-        for key, _ in selector.select(min(timeout, _SCRATCH_CHECK_S) if workdir else timeout):
-            name = key.data
-            if name is None:
+            timed_out = True
+            end(now)
+            deadline = now + 0.5  # drain what was written before the kill
+            if split and status is None:
+                status = os.waitpid(pid, 0)[1]
                 selector.unregister(pidfd)
-                exited = True
+                _report_end(state, status, timed_out=True)  # the driver stops without another record
+            continue
+        wait = min(deadline - now, _SCRATCH_CHECK_S) if workdir else deadline - now
+        for key, _ in selector.select(wait):
+            name = key.data
+            if name == "exit":
+                selector.unregister(pidfd)
+                status = os.waitpid(pid, 0)[1]
                 _kill(state, pid)  # pidns: already gone with init; pgroup: its leftovers
-                deadline = min(deadline, time.monotonic() + 0.5)
-                continue
-            if name == "secret":
-                try:
-                    sent += os.write(key.fd, memoryview(secret)[sent:])
-                except OSError:  # the driver is gone
-                    sent = len(secret)
-                if sent >= len(secret):
-                    selector.unregister(key.fd)
-                    os.close(key.fd)
+                if split and not over:
+                    _report_end(state, status, timed_out=False)  # the driver may need it for its records
+                elif not over:
+                    deadline = end(time.monotonic() + 0.5)
                 continue
             if name == "channel":
                 n = os.readv(key.fd, [channel[filled:]]) if filled < len(channel) else -1
                 filled += max(n, 0)
-                over = n < 0
-                done = n == 0 or over
+                full, done = n < 0, n <= 0
+                if done and split and not over:  # the driver is done: the code's process goes
+                    deadline = end(time.monotonic() + 0.5)
             else:
                 chunk = os.read(key.fd, 1 << 16)
                 room = caps[name] - len(data[name])
                 data[name] += chunk[:room]
-                over = len(chunk) > room
-                done = not chunk or over
+                full = len(chunk) > room
+                done = not chunk or full
             if done:  # EOF, or over the cap: closing the pipe now makes further writes fail, never block
-                truncated[name] = truncated[name] or over
+                truncated[name] = truncated[name] or full
                 selector.unregister(key.fd)
                 os.close(key.fd)
                 pipes[key.fd] = ""
     selector.close()
+    if status is None:
+        _kill(state, pid)
+        status = os.waitpid(pid, 0)[1]
     os.close(pidfd)
-    if secret_fd is not None and sent < len(secret):  # never written in full: the driver died first
-        os.close(secret_fd)
-    _kill(state, pid)
-    _, status = os.waitpid(pid, 0)
     if state.restricted:
-        _sweep_children()
+        _sweep_children(keep=state.driver.pid if state.driver else None)
     return {"status": status, "timed_out": timed_out, "scratch_full": scratch_full, "filled": filled,
             "data": {k: bytes(v) for k, v in data.items()}, "truncated": truncated}
 
@@ -189,21 +242,35 @@ def _new_scratch(state: WorkerState) -> str | None:
 
 
 def execute(state: WorkerState, request: dict, read_secret) -> tuple[dict, memoryview]:
-    """Returns the result and the verdict channel's bytes (a view of `state.channel`, zeroed by the caller)."""
+    """Returns the result and the verdict channel's bytes (a view of `state.channel`, zeroed by the caller).
+    For a split harness the secret part is read only after the code's process was forked, and goes to
+    the driver with the channel and a socket to that process."""
     started = time.monotonic()
     split = bool(request.get("has_secret"))
-    pipes = [os.pipe() for _ in range(4 if split else 3)]
+    out, err, chan = os.pipe(), os.pipe(), os.pipe()
+    names = {out[0]: "stdout", err[0]: "stderr", chan[0]: "channel"}
     workdir = _new_scratch(state)
     secret = None
-    names = {pipes[0][0]: "stdout", pipes[1][0]: "stderr", pipes[2][0]: "channel"}
     try:
-        fds = (pipes[0][1], pipes[1][1], pipes[2][1]) + ((pipes[3][0],) if split else ())
-        pid = _fork_execution(state, request, fds, workdir)
-        for fd in fds:
+        code_end, driver_end = socket.socketpair() if split else (None, None)
+        third = code_end.fileno() if split else chan[1]  # the channel, or the socket to the driver
+        pid = state.code_pid = _fork(state, child.execution_main, request, (out[1], err[1], third), workdir,
+                                     new_pid_namespace=not state.restricted)
+        if split:
+            code_end.close()
+            secret = read_secret()  # read only now: the code's process was forked without it
+            state.seq += 1
+            meta = {"harness": request["harness"], "payload": request["payload"]}
+            try:
+                send_frame(_driver(state).sock, JOB, state.seq, meta, secret, (chan[1], driver_end.fileno(), err[1]))
+            except OSError:  # it died since: once more with a fresh one
+                state.driver.stop()
+                state.driver = None
+                send_frame(_driver(state).sock, JOB, state.seq, meta, secret, (chan[1], driver_end.fileno(), err[1]))
+            driver_end.close()
+        for fd in (out[1], err[1], chan[1]):
             os.close(fd)
-        secret = read_secret() if split else None  # read only now: the execution was forked without it
-        result = _collect(state, pid, names, started + request["timeout_s"], secret,
-                          pipes[3][1] if split else None, workdir)
+        result = _collect(state, pid, split, names, started + request["timeout_s"], workdir)
     finally:
         for fd, name in names.items():
             if name:
@@ -259,6 +326,7 @@ def main() -> None:
         send_message(responses, {"error": error})
         return
     _linux.set_undumpable()
+    state.allocate_channel()
     seccomp.compiled(state.restricted, state.signals_scoped)  # built here once, not in every child
     gc.collect()
     gc.freeze()  # forked children then never write to the zygote's objects' GC headers: fewer copy-on-write faults
