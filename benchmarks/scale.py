@@ -63,30 +63,35 @@ def rollout_throughput(rounds: int) -> dict:
                                 config.data.system_prompt)
     batch_size = config.train.batch_size
     rates: dict[str, list[float]] = {"1": [], "2": [], "2_split": []}
+    cores: dict[str, list[float]] = {"1": [], "2": [], "2_split": []}  # CPU seconds the workers got / wall
 
     sizes: dict[str, int] = {}
 
-    def measure(batches: list[list]) -> float:
+    def measure(batches: list[list]) -> tuple[float, float]:
         started = time.perf_counter()
         requests = [RolloutRequest(r, batch, settings, seed=share_seed(0, (r, 0), i))
                     for i, batch in enumerate(batches)]
         results = ray.get([workers[i].rollout.remote(request) for i, request in enumerate(requests)])
         sizes.setdefault("request_bytes", len(pickle.dumps(requests[0])))  # what crosses besides the adapter
         sizes.setdefault("result_bytes", len(pickle.dumps(results[0])))
-        return sum(int(res.batch.completion_mask.sum()) for res in results) / (time.perf_counter() - started)
+        wall = time.perf_counter() - started
+        return (sum(int(res.batch.completion_mask.sum()) for res in results) / wall,
+                sum(res.times["cpu"] for res in results) / wall)
 
     for r in range(rounds + 1):
         first, second = (examples[((2 * r + j) * batch_size) % len(examples):][:batch_size] for j in (0, 1))
         arms = {"1": [first], "2": [first, second], "2_split": split(first, 2)}
         for name in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
-            rate = measure(arms[name])
+            rate, used = measure(arms[name])
             if r > 0:  # round 0 warms up both workers
                 rates[name].append(rate)
+                cores[name].append(used)
     for worker in workers:
         ray.kill(worker)
     medians = {k: round(statistics.median(v), 1) for k, v in rates.items()}
     return {"median": {k: medians[k] for k in ("1", "2")}, "ratio": round(medians["2"] / medians["1"], 3),
-            **sizes, "split_median": medians["2_split"], "split_ratio": round(medians["2_split"] / medians["1"], 3),
+            **sizes, "cores_used": {k: round(statistics.median(v), 2) for k, v in cores.items()},
+            "split_median": medians["2_split"], "split_ratio": round(medians["2_split"] / medians["1"], 3),
             "rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()}, "adapter_bytes": sum(
                 t.numel() * t.element_size() for t in tensors.values())}
 
@@ -148,6 +153,9 @@ def main() -> None:
                             text=True).stdout.strip()
     result = {"rollout_tokens_per_s": rollout["median"], "rollout_ratio_2_over_1": rollout["ratio"],
               "rollout_split": {"tokens_per_s": rollout["split_median"], "ratio_over_1": rollout["split_ratio"]},
+              # CPU seconds the workers' processes got per second of wall time, median per arm: a worker that
+              # has a core to itself gets ~1; two that get ~1 between them were starved by other processes
+              "rollout_cores_used": rollout["cores_used"],
               "steps_per_s": steps_per_s, "steps_ratio_async_over_sync": round(steps_per_s["async"] /
                                                                                steps_per_s["sync"], 3),
               "val_accuracy": accuracy,

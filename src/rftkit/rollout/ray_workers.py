@@ -59,7 +59,7 @@ class RolloutResult:
     stats: GradingStats
     generator_state: torch.Tensor  # the generator after sampling (the learner continues from it)
     worker: int
-    times: dict[str, float]  # generate, grade: seconds inside the worker
+    times: dict[str, float]  # generate, grade: seconds inside the worker; cpu: CPU seconds of the worker process
 
 
 def _quiet_libraries() -> None:
@@ -124,13 +124,14 @@ class RolloutWorker:
             generator.set_state(request.generator_state)
         else:
             generator.manual_seed(request.seed)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         batch = self.backend.generate(self.policy, self.tokenizer, request.examples, request.settings, generator,
                                       policy_version=self.version)
         sampled = time.perf_counter()
         ids, mask = batch.completion_ids.cpu(), batch.loss_mask.cpu().bool()  # as train.collect.grading_context
         context = BatchContext([row[keep].tolist() for row, keep in zip(ids, mask)], request.step, request.max_steps)
         graded, stats = grade_all(self.graders, batch.examples, batch.completions, context)
-        times = {"generate": sampled - started, "grade": time.perf_counter() - sampled}
+        times = {"generate": sampled - started, "grade": time.perf_counter() - sampled,
+                 "cpu": time.process_time() - cpu}  # CPU seconds this process got: below the wall time, it was starved
         batch = replace(batch.to("cpu"), policy_version=self.version)
         return RolloutResult(request.request_id, batch, graded, stats, generator.get_state(), self.index, times)
