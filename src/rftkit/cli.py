@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rftkit.atomic import DiskFullError
 from rftkit.config import ConfigError
+from rftkit.graders.combine import GraderFailure
 from rftkit.envs.base import EnvironmentFailure
 from rftkit.data import DataError
 from rftkit.models.errors import ModelLoadError
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ModelLoadError) as exc:
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ModelLoadError, GraderFailure) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except DiskFullError as exc:  # what was kept is in the message; nothing half-written is left

@@ -53,3 +53,16 @@ def test_help_and_version_import_no_torch():
     assert done.stdout.strip() == "[]"
     version = subprocess.run([sys.executable, "-m", "rftkit.cli", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("rft (rftkit) ")
+
+
+def test_a_grader_failing_on_every_completion_stops_the_run_in_one_line(tmp_path, capsys):
+    (tmp_path / "broken.py").write_text("def reward(example, completion):\n    raise KeyError('solution')\n")
+    raw = tiny_config_dict(tmp_path)
+    raw["graders"].append({"name": "broken", "type": "function", "function": f"{tmp_path / 'broken.py'}:reward"})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    error = [line[line.index("error: "):] for line in err.replace("\r", "\n").splitlines() if "error: " in line]
+    assert len(error) == 1 and "grader 'broken' raised on all 8 completions" in error[0]
+    assert "KeyError" in error[0] and "'solution'" in error[0] and "samples.jsonl" not in error[0]

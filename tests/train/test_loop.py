@@ -126,7 +126,8 @@ if "always_raises_for_tests" not in GRADER_TYPES:
 def test_grader_failing_on_every_completion_stops_the_run(tmp_path):
     raw = tiny_config_dict(tmp_path)
     raw["graders"].append({"name": "broken", "type": "always_raises_for_tests", "weight": 1.0})
-    with pytest.raises(GraderFailure, match="broken raised on all 8 completions"):
+    with pytest.raises(GraderFailure, match="grader 'broken' raised on all 8 completions of this step: "
+                                            "grader raised RuntimeError: boom"):
         train(parse_config(raw), tmp_path / "run", progress=False)
 
 

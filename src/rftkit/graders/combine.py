@@ -150,11 +150,14 @@ def grade_all(graders: Sequence[WeightedGrader], examples: Sequence[Example], co
     return results, stats
 
 
-def check_health(stats: GradingStats, num_completions: int) -> None:
-    """Stop the run when a grader raised on every completion: silence would waste the run."""
+def check_health(stats: GradingStats, num_completions: int, graded: Sequence[GradedCompletion] = ()) -> None:
+    """Stop the run when a grader raised on every completion: silence would waste the run. The message
+    is one line per broken grader with the first completion's error (nothing else was written yet)."""
     if num_completions == 0:
         return
     broken = [name for name, count in stats.errors.items() if count == num_completions]
     if broken:
-        raise GraderFailure(f"grader(s) {', '.join(broken)} raised on all {num_completions} completions of this "
-                            "step; see the reasons in samples.jsonl or run `rft grade` to debug")
+        first = {name: next((g.grades[name].reason for g in graded if name in g.grades), "") for name in broken}
+        lines = [f"grader {name!r} raised on all {num_completions} completions of this step: {first[name]}"
+                 for name in broken]
+        raise GraderFailure("; ".join(lines) + ". Debug it with `rft grade CONFIG --show 5` before training")

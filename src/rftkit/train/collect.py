@@ -92,7 +92,7 @@ def collect(sample: Callable[[list], RolloutBatch], next_prompts: Callable[[], l
         t1 = time.perf_counter()
         graded, stats = grade(batch) if grade else grade_all(graders, batch.examples, batch.completions,
                                                              grading_context(batch, step, max_steps))
-        check_health(stats, len(graded))
+        check_health(stats, len(graded), graded)
         times["generate"] += t1 - t0
         times["grade"] += time.perf_counter() - t1
         rewards, weights = rewards_and_weights(graded, batch.device)
