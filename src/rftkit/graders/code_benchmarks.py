@@ -144,9 +144,11 @@ def humaneval_cases(test: str, prompt: str | None, entry_point: str) -> list[tup
         isinstance(n, ast.Expr) and isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Name)
         and n.value.func.id == "check")]  # a `check(f)` line, as some copies end with
     prelude = _prompt_helpers(prompt, entry_point) + module
+    whole = [("check", _case(prelude, [check, ast.parse("check(candidate)").body[0]], entry_point))]
+    if any(isinstance(n, (ast.Return, ast.Yield, ast.YieldFrom, ast.Global, ast.Nonlocal)) for n in ast.walk(check)):
+        return whole  # statements that mean something only inside the function
     if param != "candidate":
         prelude.append(ast.parse(f"{param} = candidate").body[0])
-    whole = [("check", _case(prelude, list(check.body), entry_point))]
     setup: list[ast.stmt] = []
     cases: list[tuple[str, str]] = []
     for stmt in check.body:
