@@ -112,3 +112,17 @@ def test_data_screen_in_a_config_file(tmp_path):
     assert screen.result == str(tmp_path / "sub" / "s.json") and screen.keep == ["informative"]
     long = load_config(path, ["data.screen={result: x.json, keep: [never_solved, informative]}"]).data.screen
     assert long.result == "x.json" and long.keep == ["never_solved", "informative"]
+
+
+def test_the_readme_data_screen_block_is_a_valid_config(tmp_path):
+    import re
+    from pathlib import Path
+
+    from rftkit.config import parse_config
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Small-data tools")[1].split("\n## ")[0]
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    raw = tiny_config_dict(tmp_path)
+    raw["data"].update(yaml.safe_load(block)["data"])
+    assert parse_config(raw).data.screen.keep == ["informative"]
