@@ -71,12 +71,17 @@ def _enter_landlock(state: "WorkerState") -> None:
 
 
 def _drop_user(uid: int | None, gid: int) -> None:
+    parent = os.getppid()
     if uid is not None:
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
     elif os.geteuid() == 0:  # uid 0 of our own user namespace: keep the uid, lose the powers
         _linux.drop_capabilities()
+    # die with the zygote (a uid change clears this, so it is set after): nothing outlives its worker
+    _linux.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent:  # the zygote died before that
+        os._exit(1)
 
 
 def isolate_candidate(state: "WorkerState", timeout_s: float, workdir: str, driven: bool) -> None:
@@ -196,7 +201,6 @@ def driver_loop(state: "WorkerState", control_fd: int) -> None:
 
     os.setsid()
     _arrange_fds((os.open("/dev/null", os.O_WRONLY),) * 2 + (control_fd,))  # control socket: fd 3
-    _linux.set_parent_death_signal(signal.SIGKILL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     isolate_driver(state)
     control = socket.socket(fileno=CHANNEL_FD)
