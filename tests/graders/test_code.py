@@ -81,15 +81,16 @@ def test_rigged_eq_is_caught_by_typed_comparison():
     assert decode(encode({"a": [1, (2, 3.5)], "b": None})) == {"a": [1, (2, 3.5)], "b": None}
 
 
-def test_noop_substitution_catches_a_harness_that_always_passes():
-    # an `assert`-kind test is judged inside the sandbox; patching the assertion makes it always pass
+def test_patching_the_harness_in_the_candidates_process_changes_no_verdict():
+    # the tests run in a driver process that calls the candidate through a proxy: a patched copy of the
+    # harness in the candidate's own process judges nothing, so the wrong function scores 0
     example = Example(id="sq2", prompt="p", fields={"entry_point": "square",
                                                     "tests": ["assert abs(square(3) - 9) < 1e-9"]})
     hack = ("import rftkit.sandbox.harness as h\nh._run_one = lambda test, fn, ns: {'passed': True}\n"
             "def square(x):\n    return 0\n")
     grader = PythonTestsGrader("t", PythonTestsParams(timeout_s=2.0, ast_check=False))
     result = grader.grade(example, hack)
-    assert result.score == 0.0 and result.flags == ("noop",)
+    assert result.score == 0.0
     honest = grader.grade(example, CORRECT)
     assert honest.score == 1.0 and honest.flags == ()
 
