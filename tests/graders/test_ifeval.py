@@ -153,10 +153,10 @@ HOSTILE = {"newlines": "\n" * N, "brackets": "[" * N, "angles": "<" * N, "stars"
 def test_hostile_text_gets_a_verdict_in_linear_time(instruction_id):
     """The reference's regexes are quadratic on several of these (a line of `[`, a run of blank lines)."""
     check = build_check(instruction_id, ARGS.get(instruction_id, {}))
-    start = time.perf_counter()
+    start = time.process_time()  # this process's CPU time: linear work, whatever else loads the machine
     for text in HOSTILE.values():
         follows(check, text, "loose")
-    assert time.perf_counter() - start < 10.0
+    assert time.process_time() - start < 10.0
 
 
 @pytest.mark.parametrize("text", ["[" * 40_000 + "\n", "\n" * 40_000 + "x", "<<" * 20_000 + ">"])

@@ -44,11 +44,11 @@ def test_boxed_contents(text, boxes):
 
 
 def test_thousands_of_unclosed_boxes_cost_one_pass():
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: one pass, whatever else loads the machine
     assert boxed_contents("\\boxed{" * 200_000) == []
     assert len(boxed_contents("\\boxed{1}" * 100_000)) == 100_000
     grader().grade(example(), "\\boxed{" * 100_000 + "}")
-    assert time.perf_counter() - start < 5.0
+    assert time.process_time() - start < 5.0
 
 
 @pytest.mark.parametrize("a, b", [
