@@ -11,8 +11,9 @@ isolation at all; "naive_harness" is a fresh interpreter running the same two ha
 process (still without isolation). "fork_floor" is the ceiling of any design that runs each execution
 in a fresh process: one process per core, each with the zygote's modules loaded, forking children that
 only write a fixed verdict to a pipe and exit (no isolation, no harness, no request or result passing);
-"fork_harness_floor" is the same with each child forking the candidate's process and driving the test
-through the proxy as the pool does (still no isolation and no request or result passing).
+"fork_harness_floor" is the same with the child serving the code and the looping process driving the
+test through the proxy, as the pool's long-lived driver does (still no isolation and no request or
+result passing).
 "harness_in_process" runs both halves in a loop in one process with no fork at all: the gap between it
 and fork_harness_floor is what running them in fresh processes costs (benchmarks/sandbox_faults.py
 counts the page faults behind it). Prints a table and writes benchmarks/results/sandbox.json.
@@ -77,13 +78,14 @@ for _ in range(n):
 print(time.perf_counter() - start)
 """
 
-# The same loop, but the child runs the pool's harness on the benchmark's test (compile, define, call,
-# encode, report through the channel) before it exits: any design that runs the harness in a fresh
-# process per execution, with no isolation and no request or result passing, is bounded by this.
+# The same loop, but the child serves the benchmark's test (compile, define, answer the call) while this
+# process drives it through the proxy and reports on the channel, as the pool's child and long-lived
+# driver do: any design that runs the code in a fresh process per execution and judges it elsewhere,
+# with no isolation and no request or result passing, is bounded by this.
 FORK_HARNESS_FLOOR = FORK_FLOOR.replace("import gc, os, sys, time", "import gc, os, socket, sys, time\n" + f"""
 import rftkit.sandbox.proxy as proxy
 from rftkit.sandbox.protocol import Channel
-def run_split(w):
+def run_split(w):  # as in the pool: a fresh child serves the code, a long-lived process (here: this one) drives
     d, c = socket.socketpair()
     pid = os.fork()
     if pid == 0:
@@ -91,10 +93,15 @@ def run_split(w):
         proxy.serve({PAYLOAD!r}, proxy.Connection(c.fileno()))
         os._exit(0)
     c.close()
-    proxy.drive({PAYLOAD!r}, {SECRET!r}, proxy.Connection(d.fileno()), Channel(w, b"k" * 32),
-                lambda: ("exited", os.waitpid(pid, 0) and True))
-""").replace("os.write(w, b'{\"done\": true}')", "run_split(w)").replace(
-    "os.read(r, 64)", "b''.join(iter(lambda: os.read(r, 4096), b''))")
+    proxy.drive({PAYLOAD!r}, {SECRET!r}, proxy.Connection(d.fileno()), Channel(w, b"k" * 32), lambda: ("exited", True))
+    d.close()
+    os.close(w)
+    return pid
+""").replace("""    pid = os.fork()
+    if pid == 0:
+        os.write(w, b'{\"done\": true}'); os._exit(0)
+    os.close(w); os.read(r, 64); os.close(r); os.waitpid(pid, 0)""", """    pid = run_split(w)
+    b''.join(iter(lambda: os.read(r, 4096), b'')); os.close(r); os.waitpid(pid, 0)""")
 
 # The harness alone, in one process with no fork at all: its own CPU cost, without the copy-on-write
 # page faults a forked child pays for every page of the zygote it writes (reference counts included).
