@@ -81,7 +81,8 @@ class _Worker:
                "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
         if any(m.split(".")[0] == "triton" for m in preload):
             env["TRITON_INTERPRET"] = "1"  # must be set before triton is imported
-        self.scratch = tempfile.mkdtemp(prefix="rftkit-sandbox-")  # restricted: each run's directory goes inside
+        # restricted isolation: each run's scratch directory goes inside (full gives each run a tmpfs)
+        self.scratch = tempfile.mkdtemp(prefix="rftkit-sandbox-") if config.isolation == "restricted" else ""
         self.proc = subprocess.Popen([sys.executable, "-c", "from rftkit.sandbox.zygote import main; main()"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd="/",
                                      start_new_session=True)
@@ -108,9 +109,10 @@ class _Worker:
                 stream.close()
             except OSError:
                 pass
-        from rftkit.sandbox.mounts import remove_tree
+        if self.scratch:
+            from rftkit.sandbox.mounts import remove_tree
 
-        remove_tree(self.scratch)
+            remove_tree(self.scratch)
 
 
 class SandboxPool:
