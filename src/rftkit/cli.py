@@ -81,16 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                         f"-> after {summary['steps']} steps in {summary['wall_seconds']:.0f} s:")
     if summary["ranks"] > 1:
         print(f"ranks: {summary['ranks']} ({summary['device']} on rank 0)")
-    if "test" in summary:  # scored once, with the checkpoint validation chose: the figure to report
-        test = summary["test"]
-        print(f"test split ({summary['test_size']} prompts, never used to choose): accuracy {test['accuracy']:.3f}, "
-              f"greedy {test['accuracy_greedy']:.3f}, mean reward {test['mean_reward']:.3f}")
-    if summary.get("best"):
-        best = summary["best"]
-        print(f"best checkpoint: {summary['best_checkpoint']} (step {best['step']}, validation {best['metric']} "
-              f"{best['value']:.3f})")
-    elif summary.get("best_checkpoint"):
-        print(f"final checkpoint: {summary['best_checkpoint']}")
+    _print_test_and_choice(summary)
     print(f"run directory: {run_dir}   report: rft report {run_dir}")
     if summary.get("stopped_by"):  # alarms.stop_on: the run did not finish its steps
         stop = summary["stopped_by"]
@@ -148,6 +139,19 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return run_grade(args.config, args.samples, args.output, args.show, args.overrides)
 
 
+def _print_test_and_choice(summary: dict) -> None:
+    if "test" in summary:  # scored once, with the checkpoint validation chose: the figure to report
+        test = summary["test"]
+        print(f"test split ({summary['test_size']} prompts, never used to choose): accuracy {test['accuracy']:.3f}, "
+              f"greedy {test['accuracy_greedy']:.3f}, mean reward {test['mean_reward']:.3f}")
+    if summary.get("best"):
+        best = summary["best"]
+        print(f"best checkpoint: {summary['best_checkpoint']} (step {best['step']}, validation {best['metric']} "
+              f"{best['value']:.3f})")
+    elif summary.get("best_checkpoint"):
+        print(f"final checkpoint: {summary['best_checkpoint']}")
+
+
 def cmd_sft(args: argparse.Namespace) -> int:
     from rftkit.config import load_config
     from rftkit.train.sft import sft
@@ -157,7 +161,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
     summary = sft(config, run_dir)
     _print_before_after(summary, f"held-out ({summary['validation_size']} prompts), before -> after "
                         f"{summary['sft_steps']} SFT steps in {summary['sft_seconds']:.0f} s:")
-    print(f"run directory: {run_dir} (adapter: {run_dir / 'checkpoints' / ('step-' + str(summary['sft_steps']))})")
+    _print_test_and_choice(summary)
+    print(f"run directory: {run_dir}")
     return 0
 
 

@@ -74,3 +74,27 @@ def test_cli_sft(tmp_path, capsys):
     assert main(["sft", str(path), "--output", str(tmp_path / "cli")]) == 0
     assert "SFT steps" in capsys.readouterr().out
     assert (tmp_path / "cli" / "checkpoints" / "step-1" / "adapter_config.json").is_file()
+
+
+def test_sft_keeps_the_best_validation_and_scores_the_test_split_with_it(tmp_path):
+    from rftkit.eval.validate import EvalSettings, evaluate, load_policy
+    from rftkit.graders import build_graders
+    from rftkit.tasks import load_splits
+
+    raw = tiny_config_dict(tmp_path, sft={"steps": 4, "batch_size": 4, "eval_every": 1, "learning_rate": 5e-3},
+                           data__test_size=6, eval__keep_best="mean_reward")
+    config = parse_config(raw)
+    summary = sft(config, tmp_path / "run", progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    validations = [(line["step"], line["val/mean_reward"]) for line in lines if line["step"] > 0]
+    best_step, best_value = max(validations, key=lambda sv: (sv[1], -sv[0]))  # first of the highest; not step 0
+    assert summary["best"] == {"step": best_step, "metric": "mean_reward", "value": best_value}
+    chosen = tmp_path / "run" / "checkpoints" / "best"
+    assert summary["best_checkpoint"] == str(chosen)
+    assert json.loads((chosen / "best.json").read_text())["step"] == best_step
+    # the test figure is the chosen adapter's, re-scored here from its files
+    _, _, test_examples = load_splits(config.data)
+    policy, tokenizer = load_policy(config, chosen)
+    expected = evaluate(policy, tokenizer, test_examples, build_graders(config.graders), EvalSettings.of(config),
+                        None).metrics
+    assert summary["test_size"] == 6 and summary["test"] == expected

@@ -42,6 +42,11 @@ class ArmResult:
     sft_steps: int
     wall_seconds: float  # the arm's whole wall time, evaluation included
     requested_size: int | None = None  # the study's N (train_size can be a few less: held-out duplicates are dropped)
+    # With a test split (data.test_size) and eval.keep_best: the checkpoint validation chose, scored on the test
+    # split once; `accuracy` above stays the last validation.
+    test_accuracy: float | None = None
+    test_accuracy_greedy: float | None = None
+    chosen_step: int | None = None  # the step of checkpoints/best (None: the final policy was scored)
 
 
 def config_for(overrides: dict[str, Any]):
@@ -63,10 +68,7 @@ def run_rl_arm(arm: str, overrides: dict[str, Any], run_dir: Path) -> ArmResult:
     summary = train(config, run_dir, progress=False)
     warm = run_dir / "sft_warmup.json"
     sft_steps = json.loads(warm.read_text())["sft_steps"] if warm.is_file() else 0
-    return ArmResult(arm, summary["train_size"], config.train.seed, summary["after"]["accuracy"],
-                     summary["after"]["accuracy_greedy"], summary["before"]["accuracy"],
-                     summary["before"]["accuracy_greedy"], summary["steps"], sft_steps,
-                     round(time.perf_counter() - started, 1))
+    return _result(arm, config, summary, summary["steps"], sft_steps, started)
 
 
 def run_sft_arm(arm: str, overrides: dict[str, Any], run_dir: Path) -> ArmResult:
@@ -75,10 +77,39 @@ def run_sft_arm(arm: str, overrides: dict[str, Any], run_dir: Path) -> ArmResult
     config = config_for(overrides)
     started = time.perf_counter()
     summary = sft(config, run_dir, progress=False)
+    return _result(arm, config, summary, 0, summary["sft_steps"], started)
+
+
+def run_base_arm(arm: str, overrides: dict[str, Any], run_dir: Path) -> ArmResult:
+    """The untrained model scored like a trained arm: validation and (with data.test_size) the test split."""
+    from rftkit.eval.validate import EvalSettings, evaluate, load_policy
+    from rftkit.graders import build_graders
+    from rftkit.tasks import load_splits
+    from rftkit.train.process import seed_everything, set_threads
+
+    config = config_for(overrides)
+    started = time.perf_counter()
+    set_threads(config.train.threads)
+    seed_everything(config.train.seed)
+    train_examples, val_examples, test_examples = load_splits(config.data)
+    policy, tokenizer = load_policy(config, None)
+    graders, settings = build_graders(config.graders), EvalSettings.of(config)
+    val = evaluate(policy, tokenizer, val_examples, graders, settings, None).metrics
+    summary = {"train_size": len(train_examples), "before": val, "after": val}
+    if test_examples:
+        summary["test"] = evaluate(policy, tokenizer, test_examples, graders, settings, None).metrics
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return _result(arm, config, summary, 0, 0, started)
+
+
+def _result(arm: str, config, summary: dict, steps: int, sft_steps: int, started: float) -> ArmResult:
+    test = summary.get("test") or {}
     return ArmResult(arm, summary["train_size"], config.train.seed, summary["after"]["accuracy"],
                      summary["after"]["accuracy_greedy"], summary["before"]["accuracy"],
-                     summary["before"]["accuracy_greedy"], 0, summary["sft_steps"],
-                     round(time.perf_counter() - started, 1))
+                     summary["before"]["accuracy_greedy"], steps, sft_steps, round(time.perf_counter() - started, 1),
+                     test_accuracy=test.get("accuracy"), test_accuracy_greedy=test.get("accuracy_greedy"),
+                     chosen_step=(summary.get("best") or {}).get("step"))
 
 
 def run_tasks(tasks: list[tuple[Callable[..., Any], tuple]], jobs: int = 1) -> list[Any]:

@@ -26,16 +26,24 @@ def best_dir(run_dir: Path) -> Path:
 
 def maybe_keep_best(run, val: dict[str, float]) -> bool:
     """Save the policy as checkpoints/best when `val[eval.keep_best]` is a new high; True when it was."""
-    metric = run.config.eval.keep_best
-    if metric is None:
+    kept = keep_if_best(run.config.eval.keep_best, run.state.best, run.state.step, val, run.learner.policy,
+                        run.run_dir, run.collective.is_main)
+    if kept is None:
         return False
-    best = run.state.best or {}
-    if best and val[metric] <= best["value"]:
-        return False
-    run.state.best = {"step": run.state.step, "metric": metric, "value": val[metric]}
-    if run.collective.is_main:
-        _save_policy(run.learner.policy, best_dir(run.run_dir), run.state.best)
+    run.state.best = kept
     return True
+
+
+def keep_if_best(metric: str | None, best: dict | None, step: int, val: dict[str, float], policy, run_dir: Path,
+                 is_main: bool = True) -> dict | None:
+    """The new `{"step", "metric", "value"}` after saving `policy` as checkpoints/best when `val[metric]` beats
+    `best` (ties keep the earlier step); None when nothing was kept. `rft train` and `rft sft` share it."""
+    if metric is None or (best and val[metric] <= best["value"]):
+        return None
+    kept = {"step": step, "metric": metric, "value": val[metric]}
+    if is_main:
+        _save_policy(policy, best_dir(run_dir), kept)
+    return kept
 
 
 def _save_policy(policy, final: Path, info: dict) -> None:

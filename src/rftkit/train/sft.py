@@ -94,14 +94,20 @@ def run_sft(policy, tokenizer, examples: list[Example], cfg: SftConfig, config: 
 
 
 def sft(config: RFTConfig, run_dir: str | Path, progress: bool = True) -> dict:
-    """`rft sft`: SFT with validation before, every `sft.eval_every` steps, and at the end; saves the adapter."""
+    """`rft sft`: SFT with validation before, every `sft.eval_every` steps, and at the end; saves the adapter.
+
+    As in `rft train`, `eval.keep_best` keeps the adapter with the best validation value (a validation after
+    training started: step 0 is the base model) as checkpoints/best, and `data.test_size` prompts are scored
+    once at the end with that adapter (or the final one): the summary's "test".
+    """
     from rftkit.train.checkpoint import TrainerState, save_checkpoint
     from rftkit.eval.validate import EvalSettings, evaluate
     from rftkit.rollout import build_backend
     from rftkit.graders import build_graders
     from rftkit.logging.sinks import JsonlSink
     from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer, lora_parameters, resolve_device
-    from rftkit.tasks import load_examples
+    from rftkit.tasks import load_splits
+    from rftkit.train.selection import best_dir, keep_if_best
     from rftkit.train.process import seed_everything, set_threads
 
     if config.lora is None:
@@ -110,7 +116,7 @@ def sft(config: RFTConfig, run_dir: str | Path, progress: bool = True) -> dict:
     set_threads(config.train.threads)
     device = resolve_device(config.model.device)
     seed_everything(config.train.seed, device)
-    train_examples, val_examples = load_examples(config.data, config.env)
+    train_examples, val_examples, test_examples = load_splits(config.data, config.env)
     tokenizer = load_tokenizer(config.model)
     graders = build_graders(config.graders)
     policy = attach_lora(load_base_model(config.model, device), config.lora)
@@ -121,13 +127,14 @@ def sft(config: RFTConfig, run_dir: str | Path, progress: bool = True) -> dict:
     backend, settings = build_backend(config, run_dir), EvalSettings.of(config)
     before = evaluate(policy, tokenizer, val_examples, graders, settings, backend).metrics
     metrics.write({"step": 0} | {f"val/{k}": v for k, v in before.items()})
-    last = dict(before)
+    last, best = dict(before), {}
 
     def on_step(step: int, loss: float, final: bool) -> None:
         record = {"step": step, "loss/sft": loss}
         if final or step % config.sft.eval_every == 0:
             last.update(evaluate(policy, tokenizer, val_examples, graders, settings, backend).metrics)
             record.update({f"val/{k}": v for k, v in last.items()})
+            best.update(keep_if_best(config.eval.keep_best, best, step, last, policy, run_dir) or {})
         metrics.write(record)
         if progress and (final or step % 25 == 0):
             print(f"sft step {step}: loss {loss:.4f}" + (f"  val/accuracy {last['accuracy']:.3f}" if final else ""))
@@ -135,8 +142,20 @@ def sft(config: RFTConfig, run_dir: str | Path, progress: bool = True) -> dict:
     optimizer = new_optimizer(params, config.sft, config)
     summary = run_sft(policy, tokenizer, train_examples, config.sft, config, params, optimizer, on_step)
     state = TrainerState(step=summary["sft_steps"], data_epoch=0, data_cursor=0, before=before, last_validation=last)
-    save_checkpoint(run_dir, policy, optimizer, state)
+    saved = save_checkpoint(run_dir, policy, optimizer, state)
     summary |= {"before": before, "after": last, "validation_size": len(val_examples),
                 "train_size": len(train_examples), "seed": config.train.seed}
+    if best:
+        summary["best"] = dict(best)
+    summary["best_checkpoint"] = str(best_dir(run_dir) if best else saved)
+    if test_examples:
+        chosen = policy
+        if best:
+            from rftkit.eval.validate import load_policy
+
+            chosen, _ = load_policy(config, best_dir(run_dir))
+            chosen = chosen.to(device)
+        test = evaluate(chosen, tokenizer, test_examples, graders, settings, backend).metrics
+        summary |= {"test": test, "test_size": len(test_examples)}
     write_json_atomic(run_dir / "summary.json", summary)
     return summary
