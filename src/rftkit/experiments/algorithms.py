@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rftkit.atomic import write_text_atomic
 from rftkit.experiments.common import ArmResult, cell, run_rl_arm, run_tasks, write_json
 from rftkit.algorithms.registry import ALGORITHMS
 
@@ -71,6 +72,6 @@ def main(seeds: list[int], budget: float, output: str | None, algorithms: list[s
     meta = {"budget_seconds": budget, "seeds": seeds, "train_size": train_size, "val_size": val_size,
             "jobs": jobs, "wall_seconds": wall}
     write_json(out / "results.json", results, meta)
-    (out / "table.md").write_text(text + "\n")
+    write_text_atomic(out / "table.md", text + "\n")
     print(text)
     return meta

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from rftkit.atomic import write_json_atomic
 from rftkit.config import parse_config
 
 # examples/countdown.yaml as data, so the experiments do not depend on the working directory.
@@ -99,7 +100,7 @@ def run_base_arm(arm: str, overrides: dict[str, Any], run_dir: Path) -> ArmResul
     if test_examples:
         summary["test"] = evaluate(policy, tokenizer, test_examples, graders, settings, None).metrics
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(run_dir / "summary.json", summary)
     return _result(arm, config, summary, 0, 0, started)
 
 
@@ -142,5 +143,4 @@ def cell(values: list[float], base: float | None = None) -> str:
 
 
 def write_json(path: Path, results: list[ArmResult], meta: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))
+    write_json_atomic(path, {"meta": meta, "results": [asdict(r) for r in results]})

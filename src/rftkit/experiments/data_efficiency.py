@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from rftkit.atomic import atomic_path, write_text_atomic
 from rftkit.experiments.common import (ArmResult, cell, run_base_arm, run_rl_arm, run_sft_arm, run_tasks,
                                        write_json)
 
@@ -146,7 +147,8 @@ def plot(results: list[ArmResult], sizes: tuple[int, ...], path: Path) -> None:
     axes[0].set_ylabel("accuracy on test Countdown puzzles")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 
@@ -169,7 +171,7 @@ def main(quick: bool, seeds: list[int], output: str | None, budget: float | None
             f"{jobs} at a time, total wall time {wall:.0f} s.")
     meta = {"plan": plan.__dict__, "seeds": seeds, "jobs": jobs, "wall_seconds": wall, "quick": quick}
     write_json(out / "results.json", results, meta)
-    (out / "table.md").write_text(text + "\n")
+    write_text_atomic(out / "table.md", text + "\n")
     plot(results, plan.sizes, out / "plot.png")
     print(text)
     print(f"written: {out / 'results.json'}, {out / 'table.md'}, {out / 'plot.png'}")

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from rftkit.atomic import write_json_atomic
 from rftkit.models.embedded import EMBEDDED_DIR, IM_END, new_model, train_tokenizer
 from rftkit.tasks import countdown
 
@@ -154,6 +154,6 @@ def build(output_dir: str | Path = EMBEDDED_DIR, recipe: PretrainRecipe | None =
     tokenizer.save_pretrained(output_dir)
     report = {"recipe": asdict(recipe), "wall_seconds": round(time.time() - started, 1),
               "parameters": sum(p.numel() for p in model.parameters())}
-    (output_dir / "recipe.json").write_text(json.dumps(report, indent=2))
+    write_json_atomic(output_dir / "recipe.json", report)
     log(f"saved to {output_dir} in {report['wall_seconds']} s")
     return report
