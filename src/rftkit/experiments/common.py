@@ -99,8 +99,7 @@ def run_base_arm(arm: str, overrides: dict[str, Any], run_dir: Path) -> ArmResul
     summary = {"train_size": len(train_examples), "before": val, "after": val}
     if test_examples:
         summary["test"] = evaluate(policy, tokenizer, test_examples, graders, settings, None).metrics
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "summary.json", summary)
+    write_json_atomic(run_dir / "summary.json", summary)  # creates run_dir
     return _result(arm, config, summary, 0, 0, started)
 
 

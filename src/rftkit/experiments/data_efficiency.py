@@ -49,7 +49,8 @@ def _sft_block(plan: StudyPlan, seconds: float, eval_every: int) -> dict[str, An
             "eval_every": eval_every}
 
 
-# arm -> (runner, overrides for (plan, N, seed)); the SFT warm-up of sft_rft is not validated: its RL steps are
+# arm -> (runner, overrides for (plan, N, seed)); the SFT warm-up of sft_rft is not validated: validation
+# chooses among its RL steps
 ARMS: dict[str, tuple[Callable[[str, dict, Path], ArmResult], Callable[[StudyPlan], dict[str, Any]]]] = {
     "sft": (run_sft_arm, lambda p: {"sft": _sft_block(p, p.budget_seconds, p.sft_eval_every)}),
     "rft": (run_rl_arm, lambda p: {"train.max_seconds": p.budget_seconds}),

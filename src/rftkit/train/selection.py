@@ -71,19 +71,21 @@ def test_metrics(run) -> dict[str, float] | None:
         return None
     from rftkit.eval.validate import evaluate
 
-    policy = run.learner.policy
-    chosen = best_dir(run.run_dir)
-    if run.config.eval.keep_best is not None and chosen.is_dir():
-        policy = _load_chosen(run, chosen)
+    policy = chosen_policy(run.config, run.run_dir, run.learner.policy, run.device)
     return evaluate(policy, run.tokenizer, run.test_examples, run.graders, run.eval_settings, None,
                     run.collective).metrics
 
 
-def _load_chosen(run, chosen: Path):
+def chosen_policy(config, run_dir: Path, final_policy, device):
+    """What the test split scores: checkpoints/best, loaded onto `device`, when `eval.keep_best` kept one;
+    else `final_policy`. `rft train` and `rft sft` share it."""
+    chosen = best_dir(run_dir)
+    if config.eval.keep_best is None or not chosen.is_dir():
+        return final_policy
     from rftkit.eval.validate import load_policy
     from rftkit.models.loading import load_base_model
 
     if (chosen / "adapter_config.json").is_file():
-        policy, _ = load_policy(run.config, chosen)
-        return policy
-    return load_base_model(run.config.model.model_copy(update={"name": str(chosen)}), run.device)
+        policy, _ = load_policy(config, chosen)
+        return policy.to(device)
+    return load_base_model(config.model.model_copy(update={"name": str(chosen)}), device)

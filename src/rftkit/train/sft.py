@@ -107,7 +107,7 @@ def sft(config: RFTConfig, run_dir: str | Path, progress: bool = True) -> dict:
     from rftkit.logging.sinks import JsonlSink
     from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer, lora_parameters, resolve_device
     from rftkit.tasks import load_splits
-    from rftkit.train.selection import best_dir, keep_if_best
+    from rftkit.train.selection import best_dir, chosen_policy, keep_if_best
     from rftkit.train.process import seed_everything, set_threads
 
     if config.lora is None:
@@ -149,12 +149,7 @@ def sft(config: RFTConfig, run_dir: str | Path, progress: bool = True) -> dict:
         summary["best"] = dict(best)
     summary["best_checkpoint"] = str(best_dir(run_dir) if best else saved)
     if test_examples:
-        chosen = policy
-        if best:
-            from rftkit.eval.validate import load_policy
-
-            chosen, _ = load_policy(config, best_dir(run_dir))
-            chosen = chosen.to(device)
+        chosen = chosen_policy(config, run_dir, policy, device)
         test = evaluate(chosen, tokenizer, test_examples, graders, settings, backend).metrics
         summary |= {"test": test, "test_size": len(test_examples)}
     write_json_atomic(run_dir / "summary.json", summary)
