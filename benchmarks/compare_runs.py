@@ -40,8 +40,9 @@ def main() -> int:
         adapter = run / "checkpoints" / f"step-{steps}" / "adapter_model.safetensors"
         return hashlib.sha256(adapter.read_bytes()).hexdigest()
 
-    print(f"adapter step-{steps} identical: {digest(base) == digest(new)}")
-    return 0 if same and digest(base) == digest(new) else 1
+    adapter_same = digest(base) == digest(new)
+    print(f"adapter step-{steps} identical: {adapter_same}")
+    return 0 if same and adapter_same else 1
 
 
 if __name__ == "__main__":
