@@ -111,8 +111,11 @@ def test_an_environment_that_raises_is_a_clear_error():
 def test_bad_options_are_named(tmp_path):
     from rftkit.config import ConfigError
 
-    with pytest.raises(ConfigError, match="env.options.load: Field required"):
+    with pytest.raises(ConfigError, match=r"env.options: give exactly one of `taskset` \(verifiers 0.4\) or `load`"):
         parse_config(tiny_config_dict(tmp_path, env={"name": "verifiers"}), "x.yaml")
+    with pytest.raises(ConfigError, match="env.options: `config` goes with `taskset`"):
+        options = {"load": LOAD, "config": {"a": 1}}
+        parse_config(tiny_config_dict(tmp_path, env={"name": "verifiers", "options": options}), "x.yaml")
     with pytest.raises(ValueError, match="no function 'nope'"):
         build_environment(EnvConfig(name="verifiers", options={"load": "tests/envs/vf_envs.py:nope"}))
 

@@ -68,7 +68,8 @@ def _params(env: "EnvConfig") -> EnvParams:
                 allowed = ", ".join(sorted(kind.params.model_fields)) or "none"
                 problems.append(f"env.options.{key}: unknown key for {env.name} (allowed: {allowed})")
             else:
-                problems.append(f"env.options.{key}: {err['msg'].removeprefix('Value error, ')}")
+                where = f"env.options.{key}" if key else "env.options"
+                problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         raise ValueError("; ".join(problems)) from None
 
 

@@ -85,7 +85,7 @@ class EpisodeBackend:
     def generate(self, policy, tokenizer, examples: list[Example], settings: SamplingSettings,
                  generator: torch.Generator, policy_version: int = 0) -> RolloutBatch:
         renderer, env, g = self.renderer(tokenizer, settings), self.env, settings.num_generations
-        rows = [self._start(renderer, example) for example in examples for _ in range(g)]
+        rows = self._start_all(renderer, [example for example in examples for _ in range(g)])
         shared = all(rows[i].prompt_ids == rows[i - i % g].prompt_ids for i in range(len(rows)))
         if shared:  # the usual case: G episodes of an example share its first prompt (one prefill)
             first = self.backend.generate(policy, tokenizer, examples, settings, generator, policy_version,
@@ -113,8 +113,20 @@ class EpisodeBackend:
                                      f"{len(rows)} episodes")
         return self._batch(rows, outcomes, first, tokenizer.pad_token_id, g, policy_version)
 
-    def _start(self, renderer: TurnRenderer, example: Example) -> _Row:
-        start: EpisodeStart = call_env(self.env, "reset", example, 0, self.env.reset, example)
+    def _start_all(self, renderer: TurnRenderer, examples: list[Example]) -> list[_Row]:
+        """One row per example. An environment with `reset_many` starts them together (the verifiers 0.4
+        adapter launches one harness program per episode, so starting them one by one would serialise that)."""
+        reset_many = getattr(self.env, "reset_many", None)
+        if reset_many is None:
+            starts = [call_env(self.env, "reset", example, 0, self.env.reset, example) for example in examples]
+        else:
+            starts = call_env(self.env, "reset", examples[0], 0, reset_many, examples)
+            if len(starts) != len(examples):
+                raise EnvironmentFailure(f"environment {self.env.name!r}: reset_many returned {len(starts)} starts "
+                                         f"for {len(examples)} episodes")
+        return [self._start(renderer, example, start) for example, start in zip(examples, starts)]
+
+    def _start(self, renderer: TurnRenderer, example: Example, start: EpisodeStart) -> _Row:
         prompt = start.messages if start.messages is not None else tuple(example.chat(renderer.system_prompt))
         ids = renderer.prompt_ids(example, start.messages, list(self.env.tools if start.tools is None else start.tools))
         return _Row(example, start.state, tuple(prompt), ids, [], [], [], [], [])
@@ -125,17 +137,20 @@ class EpisodeBackend:
         lengths = batch.completion_mask.sum(-1).tolist()
         sampled, logprobs = batch.completion_ids.tolist(), batch.old_logprobs.tolist()
         tokenizer = renderer.tokenizer
+        texts, stops = [], []
         for j, i in enumerate(live):
             row = rows[i]
             keep = min(int(lengths[j]), self.limits.max_tokens - len(row.ids))
             tokens = sampled[j][:keep]
-            stopped = tokens[-1] if tokens and tokens[-1] in renderer.stop_ids else None
+            stops.append(tokens[-1] if tokens and tokens[-1] in renderer.stop_ids else None)
             row.ids += tokens
             row.actions += [1] * len(tokens)
             row.logprobs += logprobs[j][:keep]
-            text = tokenizer.decode(tokens, skip_special_tokens=True)
-            row.messages.append({"role": "assistant", "content": text})
-            reply: EnvReply = call_env(self.env, "step", row.example, turn, self.env.step, row.state, text)
+            texts.append(tokenizer.decode(tokens, skip_special_tokens=True))
+            row.messages.append({"role": "assistant", "content": texts[-1]})
+        replies = self._step_all([rows[i] for i in live], texts, turn)
+        for j, i in enumerate(live):
+            row, reply, stopped = rows[i], replies[j], stops[j]
             row.turn_rewards.append(float(reply.reward))
             room = self.limits.max_tokens - len(row.ids)
             if reply.done:
@@ -155,6 +170,19 @@ class EpisodeBackend:
                     row.messages.extend(dict(m) for m in reply.observation)
             if row.finish is not None:
                 call_env(self.env, "close", row.example, turn, self.env.close, row.state, row.finish)
+
+    def _step_all(self, rows: list[_Row], texts: list[str], turn: int) -> list[EnvReply | None]:
+        """The environment's answers to one model turn of each live episode: `step_many` where the environment
+        has it (answered together), else `step` per episode in row order."""
+        step_many = getattr(self.env, "step_many", None)
+        if step_many is None:
+            return [call_env(self.env, "step", row.example, turn, self.env.step, row.state, text)
+                    for row, text in zip(rows, texts)]
+        replies = call_env(self.env, "step", rows[0].example, turn, step_many, [row.state for row in rows], texts)
+        if len(replies) != len(rows):
+            raise EnvironmentFailure(f"environment {self.env.name!r}: step_many returned {len(replies)} replies for "
+                                     f"{len(rows)} episodes")
+        return replies
 
     def _batch(self, rows: list[_Row], outcomes, first: RolloutBatch, pad_id: int, group_size: int,
                policy_version: int) -> RolloutBatch:

@@ -15,10 +15,12 @@ adapter; the rubric's reward is the outcome (the `environment` grader; `reward_r
 `tool_calls`, which ToolEnv executes and answers with its own tool messages (its own error messages
 for bad JSON or an unknown tool).
 
-Not supported (an error names it where it can be detected): the v1 stack of verifiers 0.4 (Taskset,
-Harness, Agent; 0.4 removed the v0 classes, so the extra pins `verifiers>=0.3.1,<0.4`), environments
-that rewrite earlier messages (`get_prompt_messages` returning a history that is not the previous
-prompt + the model's reply + new messages), multimodal content, the environment's `sampling_args`
+verifiers 0.4 removed these classes; its v1 stack (Taskset, Env, Harness) has its own adapter,
+rftkit.envs.verifiers_v1 (`env.options.taskset`). This one needs verifiers 0.3.x.
+
+Not supported (an error names it where it can be detected): environments that rewrite earlier
+messages (`get_prompt_messages` returning a history that is not the previous prompt + the model's reply
++ new messages), multimodal content, the environment's `sampling_args`
 and `max_total_completion_tokens` (rftkit's `train.*` sampling and `env.max_episode_tokens` apply),
 server mode (`env_client`), and per-step rewards or advantages set on trajectory steps. When rftkit's
 limits end an episode first (env.max_turns, env.max_episode_tokens), the pending model request fails
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rftkit.data import Example
 from rftkit.envs import EnvParams, register_environment
@@ -50,8 +52,9 @@ from rftkit.envs.base import EnvReply, EpisodeStart
 from rftkit.envs.tools import Tool
 from rftkit.graders.base import Grade
 
-INSTALL_HINT = ("env.name: verifiers needs the verifiers package (0.3.x, the last with SingleTurnEnv/MultiTurnEnv/"
-                "ToolEnv): pip install 'rftkit[verifiers]'")
+INSTALL_HINT = ("env.options.load needs verifiers 0.3.x, the last with SingleTurnEnv/MultiTurnEnv/ToolEnv: pip "
+                "install 'verifiers>=0.3.1,<0.4'; for verifiers 0.4 write the environment as a v1 Taskset and give "
+                "env.options.taskset")
 _EPISODE: contextvars.ContextVar["_Episode"] = contextvars.ContextVar("rftkit_verifiers_episode")
 _CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _NAME_RE = re.compile(r'"name"\s*:\s*"([^"]{1,100})"')
@@ -320,17 +323,41 @@ def load_verifiers_environment(load: str, args_json: str):
 
 
 class VerifiersParams(EnvParams):
-    load: str = Field(description="'module:function' or 'path/to/env.py:function' returning a verifiers "
-                      "Environment (SingleTurnEnv, MultiTurnEnv, ToolEnv, or a subclass).")
-    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of that function.")
-    reward_range: tuple[float, float] = Field((0.0, 1.0), description="The rubric's reward range, mapped onto "
-                                              "[0, 1] (clamped) for the `environment` grader.")
+    load: str | None = Field(None, description="verifiers 0.3 (v0 API): 'module:function' or 'path/to/env.py:function' "
+                             "returning a verifiers Environment (SingleTurnEnv, MultiTurnEnv, ToolEnv, or a subclass).")
+    args: dict[str, Any] = Field(default_factory=dict, description="verifiers 0.3: keyword arguments of `load`.")
+    taskset: str | None = Field(None, description="verifiers 0.4 (verifiers.v1 API): an installed taskset package id, "
+                                "or path/to/taskset.py (or a package directory) exporting its Taskset (and optionally "
+                                "an Env) in __all__.")
+    config: dict[str, Any] = Field(default_factory=dict, description="verifiers 0.4: the environment's config as "
+                                   "verifiers takes it (`id`, `taskset` knobs, the agent seat's harness / runtime / "
+                                   "max_turns, `timeout`); rftkit defaults the runtime to subprocess and a "
+                                   "harness-less taskset's harness to null.")
+    turn_timeout_s: float = Field(300.0, gt=0, description="verifiers 0.4: the longest an episode may take to send "
+                                  "its next model request (or end) before it is an error.")
+    reward_range: tuple[float, float] = Field((0.0, 1.0), description="The reward range, mapped onto [0, 1] "
+                                              "(clamped) for the `environment` grader.")
+
+    @model_validator(mode="after")
+    def _one_api(self) -> "VerifiersParams":
+        if (self.load is None) == (self.taskset is None):
+            raise ValueError("give exactly one of `taskset` (verifiers 0.4) or `load` (verifiers 0.3)")
+        if self.taskset is not None and self.args:
+            raise ValueError("`args` goes with `load` (verifiers 0.3); a 0.4 taskset's knobs go in config.taskset")
+        if self.load is not None and self.config:
+            raise ValueError("`config` goes with `taskset` (verifiers 0.4); `load` takes `args`")
+        if not self.reward_range[0] < self.reward_range[1]:
+            raise ValueError("reward_range: need low < high")
+        return self
 
 
-@register_environment("verifiers", VerifiersParams, "An environment written for the verifiers package (v0: "
-                      "SingleTurnEnv, MultiTurnEnv, ToolEnv), its rubric the outcome; data.source: env")
-def _build(params: VerifiersParams) -> VerifiersEnvironment:
-    if not params.reward_range[0] < params.reward_range[1]:
-        raise ValueError("env.options.reward_range: need low < high")
+@register_environment("verifiers", VerifiersParams, "An environment written for the verifiers package: 0.4's "
+                      "Taskset/Env (env.options.taskset) or 0.3's SingleTurnEnv/MultiTurnEnv/ToolEnv "
+                      "(env.options.load); its reward the outcome; data.source: env")
+def _build(params: VerifiersParams):
+    if params.taskset is not None:
+        from rftkit.envs.verifiers_v1 import VerifiersV1Environment
+
+        return VerifiersV1Environment(params.taskset, params.config, params.reward_range, params.turn_timeout_s)
     return VerifiersEnvironment(load_verifiers_environment(params.load, json.dumps(params.args, sort_keys=True)),
                                 params.reward_range)
