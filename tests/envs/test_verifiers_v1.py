@@ -25,7 +25,9 @@ from tests.envs.scripted import ScriptedBackend  # noqa: E402
 TASKSETS = "tests/envs/vf1_tasksets"
 SUMS, TOOLS, RETRY, BROKEN = (f"{TASKSETS}/{name}.py" for name in ("vf1_sums", "vf1_sums_tools", "vf1_sums_retry",
                                                                   "vf1_broken"))
-pytestmark = pytest.mark.xdist_group("verifiers_v1")  # one worker: each episode is a harness program on 2 cores
+NULL = {"agent": {"harness": {"id": "null"}}}  # verifiers' own null harness: a uv-script program per segment
+# the null harness's chat program (ours in-process too) builds its httpx client with verify=<certifi path>
+pytestmark = pytest.mark.filterwarnings("ignore:`verify=<str>` is deprecated:DeprecationWarning")
 
 
 def _env(taskset, **options):
@@ -117,6 +119,28 @@ def test_the_taskset_toolset_runs_tool_calls_from_the_model_text():
         assert episode.outcome.score == 1.0 and episode.outcome.details["metrics"]["tool_calls"] == 2.0
     first_prompt = load_tokenizer(ModelConfig()).decode(batch.prompt_ids[0])
     assert "calc_add" in first_prompt and "Add two integers." in first_prompt  # the toolset's schema
+
+
+def _tool_script(prompt, turn):
+    a, b = prompt.split("What is ")[-1].split("?")[0].split(" + ")
+    return ['<tool_call>{"name": "calc_add", "arguments": {"a": 1,</tool_call>',  # malformed JSON
+            '<tool_call>{"name": "nope", "arguments": {}}</tool_call>',  # an unknown tool
+            '<tool_call>{"name": "calc_add", "arguments": {"a": %s, "b": %s}}</tool_call>' % (a, b),
+            _answer(prompt)][turn - 1]
+
+
+@pytest.mark.parametrize("taskset, reply", [(RETRY, lambda prompt, turn: _answer(prompt) if turn == 3 else "4"),
+                                            (TOOLS, _tool_script)], ids=["feedback", "tools"])
+def test_rftkit_chat_is_the_null_harness_in_process(taskset, reply):
+    """The default harness (rftkit-chat) against verifiers' own null harness program, the oracle: the same
+    episodes, message for message, with the same rewards and metrics."""
+    ours, theirs = (_run(_env(taskset, **options), reply, max_turns=5, g=1) for options in ({}, {"config": NULL}))
+    for mine, oracle in zip(ours.episodes, theirs.episodes, strict=True):
+        assert mine.messages == oracle.messages and mine.finish == oracle.finish
+        assert (mine.outcome.score, mine.outcome.details["rewards"], mine.outcome.details["metrics"]) == \
+            (oracle.outcome.score, oracle.outcome.details["rewards"], oracle.outcome.details["metrics"])
+    assert torch.equal(ours.completion_ids, theirs.completion_ids) and torch.equal(ours.action_mask, theirs.action_mask)
+    assert len(ours.episodes[0].messages) >= 5  # several turns were compared, not one
 
 
 def test_a_reward_that_raises_is_masked_not_a_crash():

@@ -78,7 +78,16 @@ def validate_env_config(env: "EnvConfig") -> None:
 
 
 def build_environment(env: "EnvConfig") -> Environment:
-    return ENVIRONMENTS[env.name].build(_params(env))
+    """The configured environment. What its builder rejects (a missing file, an unknown taskset, a missing optional
+    package) is a ConfigError, so the CLI prints the message that names the key instead of a traceback."""
+    from rftkit.config import ConfigError
+
+    try:
+        return ENVIRONMENTS[env.name].build(_params(env))
+    except ConfigError:
+        raise
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def episode_backend(config: "RFTConfig", backend):

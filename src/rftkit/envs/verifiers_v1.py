@@ -541,7 +541,7 @@ def _load_env(taskset: str, config_json: str):
     if "runtime" not in agent:
         agent["runtime"] = {"type": "subprocess"}
     if "harness" not in agent and vf.default_harness_id(taskset_id) == "bash":
-        agent["harness"] = {"id": "null"}
+        agent["harness"] = {"id": "rftkit-chat"}  # the null harness's chat loop, in-process (rftkit_chat)
     raw[seat] = agent
     try:
         config = vf.resolve_env_config(raw)
