@@ -6,8 +6,8 @@
     data: {source: env}                   # the taskset's tasks become the examples
 
 verifiers 0.4 runs an episode the way it runs an eval: its `Env.run_episode` places the task's agent
-(a *harness* program, `null` by default here: the plain chat loop) in a runtime, the program calls the
-model through verifiers' interception server, the taskset's `@vf.tool` toolsets answer tool calls over
+(its *harness*: a chat loop or an agent program) in a runtime, the harness calls the model through
+verifiers' interception server, the taskset's `@vf.tool` toolsets answer tool calls over
 MCP, an `Env.run` can relay further user turns (`interaction().turn(...)`, 0.4's `env_response`), and the
 task's `@vf.reward`s score the trace. rftkit does not reimplement any of it. It stands in for the model
 instead: the episode's client is an OpenAI-compatible chat endpoint served by this adapter on 127.0.0.1,
@@ -19,7 +19,8 @@ onto [0, 1] for the `environment` grader).
 
 Defaults rftkit sets where the user's `config` does not: the agent's runtime is `subprocess` (verifiers'
 default is a remote Prime sandbox) and, for a taskset that ships no harness of its own, the harness is
-`null` (verifiers' default `bash` harness runs the model's shell commands). A harness that executes
+`rftkit-chat` (verifiers' `null` chat program run in-process, see rftkit_chat; verifiers' default `bash`
+harness runs the model's shell commands). A harness that executes
 model-written code is refused on the `subprocess` runtime, which is the host: choose a container runtime
 (`docker`, `podman`) for it.
 
@@ -38,8 +39,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import functools
 import json
+import logging
 import math
 import os
 import re
@@ -420,6 +421,7 @@ class VerifiersV1Environment:
         if self._serving is not None:
             return
         os.environ[_API_KEY_VAR] = self.endpoint.secret
+        _quiet_logs()
         stack = contextlib.AsyncExitStack()
 
         async def enter():
@@ -477,6 +479,22 @@ class VerifiersV1Environment:
         episode.result = episode.task.result()
 
 
+class _DropRftkitRefusals(logging.Filter):
+    """verifiers warns of every failed model call; rftkit ending an episode at its limits is not a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "rftkit ended the episode" not in record.getMessage()
+
+
+def _quiet_logs() -> None:
+    """An access-log line per model request and verifiers' per-rollout lines would bury rftkit's own output."""
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("verifiers").setLevel(logging.WARNING)  # per-rollout INFO lines; rftkit logs at INFO
+    server = logging.getLogger("verifiers.v1.interception.server")
+    if not any(isinstance(f, _DropRftkitRefusals) for f in server.filters):
+        server.addFilter(_DropRftkitRefusals())
+
+
 def _failure(result) -> str:
     if result is None:
         return "no result"
@@ -512,10 +530,10 @@ def _ensure_uv_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([str(beside.parent), os.environ.get("PATH", "")])
 
 
-@functools.lru_cache(maxsize=8)
 def _load_env(taskset: str, config_json: str):
-    """The verifiers Env for a taskset and its config, with rftkit's defaults (subprocess runtime; the `null`
-    harness where the taskset ships none), checked for what rftkit cannot train or run safely."""
+    """A new verifiers Env for a taskset and its config (never shared: an Env holds its serving resources), with
+    rftkit's defaults (the subprocess runtime; the rftkit-chat harness where the taskset ships none), checked for
+    what rftkit cannot train or run safely."""
     vf = _vf()
     from verifiers.v1.configs.agent import agent_config_fields
 
