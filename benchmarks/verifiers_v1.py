@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "verifiers_v1.json"))
     args = parser.parse_args()
     os.chdir(ROOT)  # the example's taskset path is relative to the repository
-    from rftkit.config import load_config
+    from rftkit.config import EnvConfig, load_config
     from rftkit.data import Example
     from rftkit.envs import episode_backend
     from rftkit.models.loading import attach_lora, load_base_model, load_tokenizer
@@ -60,8 +60,8 @@ def main() -> None:
         config = base.model_copy(deep=True)
         config.env.options["config"] = {**config.env.options.get("config", {}), "agent": {"harness": harness}}
         backends[name] = episode_backend(config, HFBackend(base.rollout.merge_lora, base.rollout.fast_decode))
-    builtin = base.model_copy(deep=True)
-    builtin.env.name, builtin.env.options = "countdown_feedback", {}
+    builtin = base.model_copy(update={"env": EnvConfig(name="countdown_feedback", max_turns=base.env.max_turns,
+                                                       max_episode_tokens=base.env.max_episode_tokens)})
     backends[BUILTIN] = episode_backend(builtin, HFBackend(base.rollout.merge_lora, base.rollout.fast_decode))
     tasks = backends["rftkit-chat"].env.tasks()
     puzzles = [Example(id=e.id, prompt=e.prompt, fields={"numbers": tasks[e.fields["verifiers_task"]].data.numbers,

@@ -226,3 +226,27 @@ def test_two_training_steps_on_a_verifiers_04_environment(tmp_path):
     sample = json.loads((tmp_path / "run" / "samples.jsonl").read_text().splitlines()[0])
     assert sample["messages"][0] == {"role": "user", "content": sample["messages"][0]["content"]}
     assert sample["messages"][1]["role"] == "assistant" and "outcome" in sample
+
+
+def test_the_example_config_runs():
+    """examples/verifiers_countdown.yaml: its taskset's 700 puzzles become examples, and its Env's feedback turns
+    and reward run on them."""
+    from rftkit.config import load_config
+    from rftkit.tasks import load_examples
+
+    config = load_config("examples/verifiers_countdown.yaml")
+    train, val = load_examples(config.data, config.env)
+    assert (len(train), len(val)) == (500, 200)
+    env = build_environment(config.env)
+    tasks = env.tasks()
+    data = tasks[train[0].fields["verifiers_task"]].data
+    batch = EpisodeBackend(ScriptedBackend(lambda prompt, turn: "<answer>1+1</answer>"), env,
+                           EpisodeLimits(3, 160)).generate(None, load_tokenizer(ModelConfig()), train[:1],
+                                                           SamplingSettings(1, 32, 1.0), torch.Generator())
+    (episode,) = batch.episodes
+    assert [m["role"] for m in episode.messages] == ["assistant", "user", "assistant", "user", "assistant"]
+    if data.numbers.count(1) < 2:  # the Env's own judge: 1+1 uses numbers that are not given
+        assert episode.messages[1]["content"].startswith("1+1 uses numbers that are not given")
+    else:
+        assert episode.messages[1]["content"] == f"1+1 = 2, not {data.target}."
+    assert episode.outcome.score == 0.0 and episode.outcome.details["metrics"]["answers"] == 3.0
