@@ -66,10 +66,17 @@ _OBSERVATION_ROLES = ("user", "tool")
 
 
 def _vf():
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        import verifiers.v1 as vf
-    except ImportError as exc:
+        installed = version("verifiers")
+        major_minor = tuple(int(part) for part in installed.split(".")[:2])
+    except (PackageNotFoundError, ValueError) as exc:
         raise ImportError(INSTALL_HINT) from exc
+    if major_minor < (0, 4):  # 0.3 ships an early, different verifiers.v1
+        raise ImportError(f"{INSTALL_HINT} (verifiers {installed} is installed; its v0 classes take env.options.load)")
+    import verifiers.v1 as vf
+
     return vf
 
 
