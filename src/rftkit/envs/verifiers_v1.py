@@ -43,7 +43,6 @@ import json
 import logging
 import math
 import os
-import re
 import secrets
 import shutil
 import sys
@@ -55,13 +54,12 @@ from typing import Any, Sequence
 
 from rftkit.data import Example
 from rftkit.envs.base import EnvReply, EpisodeStart
-from rftkit.envs.tools import MAX_CALL_CHARS, MAX_CALLS_PER_TURN, Tool
+from rftkit.envs.tools import _CALL_RE, MAX_CALL_CHARS, MAX_CALLS_PER_TURN, Tool
+from rftkit.envs.verifiers_env import _NAME_RE  # the same call parsing as the 0.3 adapter
 from rftkit.graders.base import Grade
 
 INSTALL_HINT = "env.options.taskset needs verifiers 0.4 (its verifiers.v1 API): pip install 'rftkit[verifiers]'"
 _API_KEY_VAR = "RFTKIT_VERIFIERS_ENDPOINT_KEY"
-_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
-_NAME_RE = re.compile(r'"name"\s*:\s*"([^"]{1,100})"')
 _OBSERVATION_ROLES = ("user", "tool")
 
 
